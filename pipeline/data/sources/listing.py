@@ -1,0 +1,105 @@
+"""What every source returns, and the dispatcher from a source name to its reader."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow.fs as pafs
+
+from pipeline.data.labels import ClassSet
+from pipeline.data.records import InputError, Record
+
+SOURCES = ("digits", "imagefolder", "imagenet_kaggle", "imagenet_tars", "parquet")
+
+
+@dataclass
+class Listing:
+    """A dataset's label set, its records (train and val) and the inputs already known bad."""
+
+    classes: ClassSet
+    records: list[Record]
+    errors: list[InputError] = field(default_factory=list)
+
+    def split(self, name: str) -> list[Record]:
+        return [r for r in self.records if r.split == name]
+
+
+def seeded_val_split(records: list[Record], val_fraction: float, seed: int) -> list[Record]:
+    """Move round(n * val_fraction) records of each class to "val", chosen by a seeded
+    permutation of the class's records in key order (independent of listing order)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    by_label: dict[int, list[Record]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: r.key):
+        by_label[r.label].append(r)
+    out = []
+    for label in sorted(by_label):
+        group = by_label[label]
+        order = np.random.default_rng([seed, label]).permutation(len(group))
+        n_val = int(round(len(group) * val_fraction))
+        val = set(order[:n_val].tolist())
+        for i, r in enumerate(group):
+            split = "val" if i in val else "train"
+            out.append(Record(r.key, r.label, r.wnid, split, r.locator, r.origin))
+    return out
+
+
+def cap_per_class(records: list[Record], max_per_class: int | None) -> list[Record]:
+    """Keep the first max_per_class records (in key order) of each (split, class)."""
+    if max_per_class is None:
+        return records
+    kept: dict[tuple[str, int], int] = defaultdict(int)
+    out = []
+    for r in sorted(records, key=lambda r: (r.split, r.label, r.key)):
+        if kept[(r.split, r.label)] < max_per_class:
+            kept[(r.split, r.label)] += 1
+            out.append(r)
+    return out
+
+
+def list_source(
+    source: str,
+    path: str | None,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    max_images_per_class: int | None = None,
+    filesystem: pafs.FileSystem | None = None,
+) -> Listing:
+    """List a dataset. `path` is a local path or a URI that pyarrow.fs understands."""
+    from pipeline.data.records import filesystem_and_path
+
+    if source == "digits":
+        from pipeline.data.sources.digits import list_digits
+
+        listing = list_digits(val_fraction=val_fraction, seed=seed)
+    else:
+        if source not in SOURCES:
+            raise ValueError(f"unknown data source {source!r}; expected one of {SOURCES}")
+        if not path:
+            raise ValueError(f"data source {source!r} needs data.path")
+        if filesystem is None:
+            filesystem, path = filesystem_and_path(path)
+        if source == "imagefolder":
+            from pipeline.data.sources.imagefolder import list_imagefolder
+
+            listing = list_imagefolder(filesystem, path, val_fraction=val_fraction, seed=seed)
+        elif source == "imagenet_kaggle":
+            from pipeline.data.sources.kaggle import list_kaggle
+
+            listing = list_kaggle(filesystem, path)
+        elif source == "imagenet_tars":
+            from pipeline.data.sources.ilsvrc_tars import list_ilsvrc_tars
+
+            listing = list_ilsvrc_tars(filesystem, path)
+        else:
+            from pipeline.data.sources.parquet import list_parquet
+
+            listing = list_parquet(filesystem, path)
+    listing.records = cap_per_class(listing.records, max_images_per_class)
+    listing.records.sort(key=lambda r: (r.split, r.key))
+    keys = [r.key for r in listing.records]
+    if len(set(keys)) != len(keys):
+        raise AssertionError("source produced duplicate keys")  # readers call unique_keys
+    return listing

@@ -1,0 +1,99 @@
+"""Deterministic tar files written atomically to a pyarrow filesystem.
+
+Same members in the same order give byte-identical archives: fixed mtime, owner and
+mode, USTAR headers (no PAX timestamps). A file is written under a temporary name and
+renamed, so a file under its final name is always whole.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+import tarfile
+import uuid
+from dataclasses import dataclass
+from typing import Iterable
+
+import pyarrow.fs as pafs
+
+FIXED_MTIME = 0
+FIXED_MODE = 0o644
+
+
+class _HashingWriter(io.RawIOBase):
+    def __init__(self, stream):
+        self._stream, self._size, self._sha = stream, 0, hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self._stream.write(data)
+        self._sha.update(data)
+        self._size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._size
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    path: str
+    size: int
+    sha256: str
+
+
+def temporary_name(path: str) -> str:
+    directory, base = posixpath.split(path)
+    return posixpath.join(directory, f".tmp-{base}-{uuid.uuid4().hex[:12]}")
+
+
+def write_atomically(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    tmp = temporary_name(path)
+    with fs.open_output_stream(tmp) as out:
+        out.write(data)
+    fs.move(tmp, path)
+
+
+def write_tar(fs: pafs.FileSystem, path: str, members: Iterable[tuple[str, bytes]], before_publish=None) -> WrittenFile:
+    """Write (name, data) members to a tar at `path`; `before_publish(written)` runs after
+    the data is complete and before the rename (to record a sidecar first)."""
+    tmp = temporary_name(path)
+    try:
+        with fs.open_output_stream(tmp) as out:
+            writer = _HashingWriter(out)
+            with tarfile.open(fileobj=writer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                for name, data in members:
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    info.mtime = FIXED_MTIME
+                    info.mode = FIXED_MODE
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    tar.addfile(info, io.BytesIO(data))
+        written = WrittenFile(path, writer.tell(), writer._sha.hexdigest())
+        if before_publish is not None:
+            before_publish(written)
+        fs.move(tmp, path)
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except (FileNotFoundError, OSError):
+            pass
+        raise
+    return written
+
+
+def sha256_of(fs: pafs.FileSystem, path: str, chunk: int = 8 << 20) -> tuple[int, str]:
+    """(size, sha256) of a file, streamed."""
+    sha, size = hashlib.sha256(), 0
+    with fs.open_input_stream(path) as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            sha.update(block)
+            size += len(block)
+    return size, sha.hexdigest()
