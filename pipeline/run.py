@@ -1,0 +1,227 @@
+"""`python -m pipeline.run`: command line -> config -> plan -> execute.
+
+    python -m pipeline.run                          # configs/default.yaml, every stage
+    python -m pipeline.run --config configs/imagenet64.yaml --set train.lr=1e-4
+    python -m pipeline.run --dry-run                # the plan: keys, cached or to run, and why
+    python -m pipeline.run --stages shard,train_evalnet --force shard
+    python -m pipeline.run --print-config
+
+Exit status: 0 done, 1 a stage failed, 2 bad config or arguments, 128+N killed by signal N.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from pipeline.config import Config, ConfigError, DEFAULT_CONFIG, load_config
+from pipeline.graph import Instance, Plan, build_instances, load_stages, make_plan
+from pipeline.store import Directory, Output, Store
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.run", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="dotted override, e.g. --set train.lr=2e-4 --set sweep.w=[0,0.5,1]")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit; writes nothing")
+    parser.add_argument("--stages", default=None,
+                        help="comma-separated stages to run (plus what they need that is not cached)")
+    parser.add_argument("--force", action="append", default=[], metavar="STAGE",
+                        help="re-run this stage even if cached (repeatable or comma-separated)")
+    parser.add_argument("--verify", action="store_true", help="check sha256 of cached outputs, not just sizes")
+    return parser.parse_args(argv)
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _stage_names(text: Optional[Iterable[str]], known: dict) -> set[str]:
+    names = {n.strip() for part in (text or []) for n in part.split(",") if n.strip()}
+    unknown = sorted(names - set(known))
+    if unknown:
+        raise UsageError(f"unknown stage {', '.join(unknown)} (stages: {', '.join(known)})")
+    return names
+
+
+# ----------------------------------------------------------------------------------------------
+# What a stage sees
+
+
+@dataclass
+class StageContext:
+    """Handed to `stage.run(ctx, cfg, inputs)`: where to write, where to log."""
+
+    label: str
+    key: str
+    variant: dict[str, Any]
+    out: Directory
+    tracker: Any  # pipeline.tracking.RunLogger of the stage's nested MLflow run
+    store: Store
+    started: float = field(default_factory=time.time)
+
+    def log(self, message: str) -> None:
+        print(f"    {self.label}: {message}", flush=True)
+
+    def progress(self, iterable=None, total: Optional[int] = None, desc: Optional[str] = None, unit: str = "it"):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=f"    {desc or self.label}", unit=unit, leave=False,
+                    mininterval=1.0, file=sys.stderr, disable=None)
+
+    def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
+        self.tracker.log_metrics(metrics, step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.tracker.log_params(params)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self.tracker.set_tags(tags)
+
+    def log_artifact(self, local_path: str, artifact_path: Optional[str] = None) -> None:
+        self.tracker.log_artifact(local_path, artifact_path)
+
+
+def _open_inputs(inst: Instance, store: Store) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for dep, dep_instances in inst.inputs.items():
+        opened = {d.label: store.open(d.name, d.key) for d in dep_instances}
+        fanned = bool(dep_instances[0].stage.spec.fan_out)
+        inputs[dep] = opened if fanned else next(iter(opened.values()))
+    return inputs
+
+
+# ----------------------------------------------------------------------------------------------
+# Execution
+
+
+def _raise_terminated(signum, _frame):
+    from pipeline.tracking import Terminated
+
+    raise Terminated(signum)
+
+
+def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
+    from pipeline import tracking
+
+    tracker = tracking.Tracker(config.tracking)
+    stale = tracker.fail_stale_runs()
+    if stale:
+        print(f"marked {len(stale)} run(s) left RUNNING by a killed process as FAILED", flush=True)
+    keys = {i.label: i.key for i in plan.instances if i.status != "skip"}
+    started = time.time()
+    outputs: dict[str, Output] = {}
+    with tracker.pipeline_run(config, config_path, keys) as parent:
+        parent.log_config(config)
+        parent.log_text(plan.format(store.root_uri), "plan.txt")
+        if plan.to_run():
+            from pipeline import cluster
+
+            cluster.connect(config.cluster)
+            print(cluster.describe(), flush=True)
+        active = [i for i in plan.instances if i.status != "skip"]
+        for n, inst in enumerate(active, 1):
+            head = f"[{n}/{len(active)}] {inst.label}"
+            if inst.status == "cached":
+                outputs[inst.label] = store.open(inst.name, inst.key)
+                print(f"{head}: cached ({inst.key})", flush=True)
+                continue
+            print(f"{head}: running ({inst.reason})", flush=True)
+            t0 = time.time()
+            try:
+                outputs[inst.label] = _run_instance(inst, config, store, tracker, parent.run_id)
+            except Exception as exc:
+                print(f"{head}: FAILED after {time.time() - t0:.1f}s: {type(exc).__name__}: {exc}", flush=True)
+                partial = store.partial_dir(inst.name, inst.key)
+                print(f"    partial output kept for resume: {partial.uri}", flush=True)
+                if not isinstance(exc, NotImplementedError):
+                    traceback.print_exc()
+                raise
+            print(f"{head}: done in {time.time() - t0:.1f}s -> {outputs[inst.label].uri}", flush=True)
+        run_id = parent.run_id
+    _print_summary(outputs, tracker, run_id, time.time() - started)
+    return 0
+
+
+def _run_instance(inst: Instance, config: Config, store: Store, tracker, parent_id: str) -> Output:
+    forced = inst.reason.startswith("forced")
+    tags = {"pipeline.stage": inst.name, "pipeline.stage_version": inst.stage.spec.version,
+            "store.key": inst.key, **{f"variant.{k}": v for k, v in inst.variant.items()}}
+    with tracker.run(inst.label, tags, parent=parent_id) as stage_log:
+        inputs = _open_inputs(inst, store)
+        stage_log.set_tags({f"store.input.{label}": out.key for dep in inputs.values()
+                            for label, out in (dep.items() if isinstance(dep, dict) else [(dep.stage, dep)])})
+        partial = store.begin(inst.name, inst.key, fresh=forced)
+        ctx = StageContext(inst.label, inst.key, inst.variant, partial, stage_log, store)
+        summary = inst.stage.run(ctx, config, inputs) or {}
+        from pipeline.tracking import git_state
+
+        output = store.publish(inst.name, inst.key, {
+            "label": inst.label, "version": inst.stage.spec.version, "variant": inst.variant,
+            "material": inst.material, "summary": summary,
+            "producer": {"mlflow_run_id": stage_log.run_id, **git_state()},
+        }, replace=forced)
+        stage_log.set_tags({"store.uri": output.uri, "store.total_bytes": output.manifest["total_bytes"]})
+        stage_log.log_dict(summary, "summary.json")
+    return output
+
+
+def _print_summary(outputs: dict[str, Output], tracker, run_id: str, seconds: float) -> None:
+    print(f"\nfinished in {seconds:.1f}s", flush=True)
+    for label, out in outputs.items():
+        print(f"  {label:<32} {out.uri}")
+    print(f"MLflow run {run_id} in {tracker.uri}")
+    print(f"open it with: mlflow ui --backend-store-uri {tracker.uri}  (binds 127.0.0.1:5000)", flush=True)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, args.set)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    stages = load_stages()
+    try:
+        selected = _stage_names([args.stages], stages) if args.stages else None
+        force = frozenset(_stage_names(args.force, stages))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    store = Store(config.store.root)
+    instances = build_instances(stages, config)
+    plan = make_plan(instances, store, selected, force,
+                     deep_verify=args.verify or config.store.verify == "sha256")
+    print(plan.format(store.root_uri), flush=True)
+    if args.dry_run:
+        return 0
+
+    previous = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return execute(plan, config, args.config, store)
+    except Exception:
+        return 1
+    except BaseException as exc:
+        from pipeline.tracking import Terminated
+
+        if isinstance(exc, Terminated):
+            print(f"\nstopped by signal {exc.signum}; runs marked FAILED, partial outputs kept", file=sys.stderr)
+            return 128 + exc.signum
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Content-addressed artifact store on pyarrow.fs: a local path or any URI pyarrow understands.
+
+Layout: `<root>/<stage>/<key>/` is a published output; `<root>/<stage>/<key>.partial/` is the
+same output while it is being written (kept across interruptions so a stage can resume).
+Publishing writes `_MANIFEST.json` (every file with its size and sha256) last inside the partial
+directory and then renames it into place. On filesystems without an atomic directory rename
+(object stores), files are copied and the manifest is copied last, so an output without a
+manifest is never taken as published. A published output is never modified.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import posixpath
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pyarrow.fs as pafs
+
+MANIFEST = "_MANIFEST.json"
+PARTIAL_SUFFIX = ".partial"
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a local path or a pyarrow.fs URI (file://, s3://, gs://, hdfs://...)."""
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def _join(*parts: str) -> str:
+    return posixpath.join(*parts)
+
+
+def sha256_file(fs: pafs.FileSystem, path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as stream:
+        while True:
+            block = stream.read(chunk)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_local(fs: pafs.FileSystem) -> bool:
+    return isinstance(fs, pafs.LocalFileSystem) or (
+        isinstance(fs, pafs.SubTreeFileSystem) and isinstance(fs.base_fs, pafs.LocalFileSystem))
+
+
+@dataclass
+class Directory:
+    """A directory in the store: a filesystem, a path in it, and the URI remote workers re-open."""
+
+    fs: pafs.FileSystem
+    path: str
+    uri: str
+
+    @property
+    def local_path(self) -> Optional[str]:
+        """The directory as an OS path when the store is local, else None."""
+        return self.path if isinstance(self.fs, pafs.LocalFileSystem) else None
+
+    def child(self, rel: str) -> str:
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise StoreError(f"{rel!r} is not a relative path inside {self.uri}")
+        return _join(self.path, rel)
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self.child(rel)).type != pafs.FileType.NotFound
+
+    def listdir(self, rel: str = "") -> list[str]:
+        base = self.child(rel) if rel else self.path
+        info = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=False))
+        return sorted(posixpath.basename(i.path) for i in info)
+
+    def files(self) -> list[str]:
+        """Every file below the directory, as sorted relative paths."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True, recursive=True))
+        prefix = self.path.rstrip("/") + "/"
+        return sorted(i.path[len(prefix):] for i in infos if i.type == pafs.FileType.File)
+
+    def open_input(self, rel: str):
+        return self.fs.open_input_stream(self.child(rel))
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.open_input(rel) as stream:
+            return stream.read()
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write a whole file atomically: a temporary name, then a rename."""
+        target = self.child(rel)
+        self.fs.create_dir(posixpath.dirname(target), recursive=True)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(data)
+        self.fs.move(tmp, target)
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def open_output(self, rel: str):
+        """A stream for a large file; callers that need atomicity write a temp name and `move`."""
+        target = self.child(rel)
+        self.fs.create_dir(posixpath.dirname(target), recursive=True)
+        return self.fs.open_output_stream(target)
+
+    def move(self, src_rel: str, dst_rel: str) -> None:
+        self.fs.move(self.child(src_rel), self.child(dst_rel))
+
+    def delete(self, rel: str) -> None:
+        info = self.fs.get_file_info(self.child(rel))
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(self.child(rel))
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(self.child(rel))
+
+
+@dataclass
+class Output(Directory):
+    """A published stage output with its verified manifest."""
+
+    stage: str = ""
+    key: str = ""
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def variant(self) -> dict:
+        return self.manifest.get("variant", {})
+
+    @property
+    def summary(self) -> dict:
+        return self.manifest.get("summary", {})
+
+
+class Store:
+    def __init__(self, root: str):
+        self.root_uri = root
+        self.fs, self.root = resolve(root)
+
+    def _uri(self, path: str) -> str:
+        if "://" in self.root_uri:
+            scheme = self.root_uri.split("://", 1)[0]
+            return f"{scheme}://{path}" if scheme != "file" else f"file://{path}"
+        return path
+
+    def _dir(self, *parts: str) -> Directory:
+        path = _join(self.root, *parts)
+        return Directory(self.fs, path, self._uri(path))
+
+    # -- locations
+
+    def output_dir(self, stage: str, key: str) -> Directory:
+        return self._dir(stage, key)
+
+    def partial_dir(self, stage: str, key: str) -> Directory:
+        return self._dir(stage, key + PARTIAL_SUFFIX)
+
+    def exists(self, stage: str, key: str) -> bool:
+        return self.fs.get_file_info(_join(self.root, stage, key, MANIFEST)).type == pafs.FileType.File
+
+    def has_partial(self, stage: str, key: str) -> bool:
+        return self.fs.get_file_info(self.partial_dir(stage, key).path).type == pafs.FileType.Directory
+
+    # -- reading
+
+    def open(self, stage: str, key: str, deep: bool = False) -> Output:
+        """The published output, verified against its manifest (sizes; sha256 too when `deep`)."""
+        directory = self.output_dir(stage, key)
+        problem = self.verify(stage, key, deep=deep)
+        if problem:
+            raise StoreError(f"{directory.uri}: {problem}")
+        manifest = directory.read_json(MANIFEST)
+        return Output(directory.fs, directory.path, directory.uri, stage=stage, key=key, manifest=manifest)
+
+    def verify(self, stage: str, key: str, deep: bool = False) -> Optional[str]:
+        """None when the output is whole; else what is wrong with it."""
+        directory = self.output_dir(stage, key)
+        if not directory.exists(MANIFEST):
+            return "not published (no manifest)"
+        try:
+            manifest = directory.read_json(MANIFEST)
+        except (OSError, ValueError) as exc:
+            return f"unreadable manifest: {exc}"
+        if manifest.get("key") != key or manifest.get("stage") != stage:
+            return f"manifest belongs to {manifest.get('stage')}/{manifest.get('key')}"
+        listed = {f["path"]: f for f in manifest.get("files", [])}
+        infos = {}
+        if listed:
+            paths = [directory.child(p) for p in listed]
+            for rel, info in zip(listed, self.fs.get_file_info(paths)):
+                infos[rel] = info
+        for rel, entry in listed.items():
+            info = infos[rel]
+            if info.type != pafs.FileType.File:
+                return f"missing file {rel}"
+            if info.size != entry["size"]:
+                return f"{rel} has {info.size} bytes, the manifest says {entry['size']}"
+            if deep and sha256_file(self.fs, directory.child(rel)) != entry["sha256"]:
+                return f"{rel} does not match its sha256 in the manifest"
+        return None
+
+    def latest_manifest(self, stage: str, label: str) -> Optional[dict]:
+        """The manifest last published for this stage and variant label (for 'why it re-runs')."""
+        pointer = self._dir(stage)
+        rel = f"_latest/{_safe_name(label)}.json"
+        if not pointer.exists(rel):
+            return None
+        try:
+            key = pointer.read_json(rel)["key"]
+            return self.output_dir(stage, key).read_json(MANIFEST)
+        except (OSError, ValueError, KeyError):
+            return None
+
+    # -- writing
+
+    def begin(self, stage: str, key: str, fresh: bool = False) -> Directory:
+        """The partial directory to write into; kept (for resume) unless `fresh`."""
+        partial = self.partial_dir(stage, key)
+        if fresh and self.has_partial(stage, key):
+            self.fs.delete_dir(partial.path)
+        self.fs.create_dir(partial.path, recursive=True)
+        return partial
+
+    def publish(self, stage: str, key: str, manifest_fields: dict, replace: bool = False) -> Output:
+        """Checksum the partial directory, write its manifest last, and move it into place."""
+        partial = self.partial_dir(stage, key)
+        target = self.output_dir(stage, key)
+        files = []
+        for rel in partial.files():
+            if rel == MANIFEST or ".tmp-" in posixpath.basename(rel):
+                continue
+            path = partial.child(rel)
+            size = self.fs.get_file_info(path).size
+            files.append({"path": rel, "size": size, "sha256": sha256_file(self.fs, path)})
+        manifest = {
+            **manifest_fields,
+            "stage": stage,
+            "key": key,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "files": files,
+            "total_bytes": sum(f["size"] for f in files),
+        }
+        for leftover in partial.files():
+            if ".tmp-" in posixpath.basename(leftover):
+                partial.delete(leftover)
+        partial.write_json(MANIFEST, manifest)
+
+        exists = self.fs.get_file_info(target.path).type != pafs.FileType.NotFound
+        if exists and not replace and self.exists(stage, key):
+            raise StoreError(f"{target.uri} is already published; outputs are never modified")
+        retired = None
+        if exists:
+            retired = self._dir(stage, f".retired-{key}-{uuid.uuid4().hex[:8]}")
+            self.fs.move(target.path, retired.path)
+        if _is_local(self.fs):
+            self.fs.move(partial.path, target.path)
+        else:
+            self._copy_then_manifest(partial, target)
+            self.fs.delete_dir(partial.path)
+        if retired is not None:
+            self.fs.delete_dir(retired.path)
+        self._dir(stage).write_json(f"_latest/{_safe_name(manifest.get('label', key))}.json", {"key": key})
+        return self.open(stage, key)
+
+    def _copy_then_manifest(self, src: Directory, dst: Directory) -> None:
+        for rel in src.files():
+            if rel == MANIFEST:
+                continue
+            self.fs.create_dir(posixpath.dirname(dst.child(rel)), recursive=True)
+            self.fs.copy_file(src.child(rel), dst.child(rel))
+        self.fs.copy_file(src.child(MANIFEST), dst.child(MANIFEST))
+
+
+def _safe_name(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in label) or "_"

@@ -1,0 +1,233 @@
+"""MLflow tracking: one parent run per pipeline run, a nested run per stage (and per trial).
+
+Everything goes through an explicit `MlflowClient` and explicit run ids, so stage code can log
+to its own nested run from anywhere in the driver. Runs end FAILED on an exception and on
+SIGTERM/SIGINT (the runner turns those signals into `Terminated`); runs left RUNNING by a
+process that was killed outright are marked FAILED the next time the pipeline starts.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.metadata
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from pipeline.config import Config, TrackingConfig
+
+PACKAGES = ("ray", "torch", "mlflow", "webdataset", "pyarrow", "clean-fid", "numpy", "pillow")
+MAX_PARAM_LENGTH = 6000
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM or SIGINT."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"terminated by signal {signum}")
+
+
+def _sqlite_path(uri: str) -> Optional[Path]:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):])
+
+
+def _process_start_time(pid: int) -> Optional[str]:
+    """The kernel's start time of a process (field 22 of /proc/<pid>/stat), or None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def git_state(repo_dir: Optional[Path] = None) -> dict[str, str]:
+    """The commit of the code that runs and whether the tree was dirty."""
+    repo_dir = repo_dir or Path(__file__).resolve().parent.parent
+    env_commit = os.environ.get("PIPELINE_GIT_COMMIT")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_dir,
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+        return {"git_commit": commit, "git_dirty": str(bool(status.strip())).lower()}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": env_commit or "unknown", "git_dirty": "unknown"}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Tracker:
+    """The MLflow side of one pipeline process."""
+
+    def __init__(self, cfg: TrackingConfig):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.cfg = cfg
+        self.uri = cfg.uri
+        db = _sqlite_path(cfg.uri)
+        if db is not None:
+            # Creating a fresh sqlite store runs schema migrations; two processes doing that at
+            # once can corrupt it, so the first access is serialised with a lock file beside it.
+            db = db.resolve()
+            self.uri = f"sqlite:///{db}"
+            lock = _file_lock(db.with_name(db.name + ".lock"))
+        else:
+            lock = contextlib.nullcontext()
+        mlflow.set_tracking_uri(self.uri)
+        with lock:
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self._experiment()
+        self.host = socket.gethostname()
+
+    def _experiment(self) -> str:
+        found = self.client.get_experiment_by_name(self.cfg.experiment)
+        if found is not None:
+            return found.experiment_id
+        location = self.cfg.artifact_location
+        if "://" not in location:
+            location = Path(location).resolve().as_uri()
+        return self.client.create_experiment(self.cfg.experiment, artifact_location=location)
+
+    # -- runs left RUNNING by killed processes
+
+    def fail_stale_runs(self) -> list[str]:
+        """Mark FAILED the RUNNING runs of this host whose process is gone; returns their ids."""
+        stale = []
+        runs = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                       max_results=1000)
+        for run in runs:
+            tags = run.data.tags
+            if tags.get("pipeline.host") != self.host or "pipeline.pid" not in tags:
+                continue
+            pid = int(tags["pipeline.pid"])
+            if _process_start_time(pid) == tags.get("pipeline.pid_start"):
+                continue  # still running
+            self.client.set_tag(run.info.run_id, "pipeline.failure", "process gone (killed); marked at next start")
+            self.client.set_terminated(run.info.run_id, status="FAILED")
+            stale.append(run.info.run_id)
+        return stale
+
+    # -- runs
+
+    def _process_tags(self) -> dict[str, str]:
+        pid = os.getpid()
+        return {"pipeline.host": self.host, "pipeline.pid": str(pid),
+                "pipeline.pid_start": _process_start_time(pid) or ""}
+
+    @contextlib.contextmanager
+    def run(self, name: str, tags: dict[str, str], parent: Optional[str] = None) -> Iterator["RunLogger"]:
+        """A run that ends FINISHED, or FAILED on any exception, SIGTERM or SIGINT."""
+        all_tags = {**self._process_tags(), **tags}
+        if parent is not None:
+            all_tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        logger = RunLogger(self.client, run.info.run_id)
+        try:
+            yield logger
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                logger.set_tags({"pipeline.failure": f"{type(exc).__name__}: {exc}"[:5000]})
+            self.client.set_terminated(run.info.run_id, status="FAILED")
+            raise
+        else:
+            self.client.set_terminated(run.info.run_id, status="FINISHED")
+
+    def pipeline_run(self, config: Config, config_path: str, keys: dict[str, str]):
+        tags = {
+            "pipeline.config_hash": config.hash(),
+            "pipeline.config_file": config_path,
+            **{f"pipeline.{k}": v for k, v in git_state().items()},
+            **{f"version.{k}": v for k, v in package_versions().items()},
+            **{f"store.key.{label}": key for label, key in keys.items()},
+            "store.root": config.store.root,
+        }
+        return self.run("pipeline", tags)
+
+
+class RunLogger:
+    """Logging into one MLflow run by id (what a stage's context hands out)."""
+
+    def __init__(self, client, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, tags=items[i:i + 100])
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def log_artifact(self, local_path: str, artifact_path: Optional[str] = None) -> None:
+        self.client.log_artifact(self.run_id, local_path, artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+            self.client.log_artifact(self.run_id, str(path))
+
+    def log_config(self, config: Config) -> None:
+        self.log_params(flatten(config.to_dict()))
+        self.log_text(config.to_yaml(), "config.yaml")
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
