@@ -82,6 +82,8 @@ class DataConfig:
     max_images_per_class: Optional[int] = _field(None, ge=1)
     seed: int = _field(0, ge=0)
     generated: GeneratedDataConfig = _field(GeneratedDataConfig())
+    png_compress_level: int = _field(1, ge=0, le=9, doc="zlib level of the shards' lossless PNGs (1: fast, 9: smallest)")
+    jpeg_draft: bool = _field(True, doc="let libjpeg do ADM's first halvings in the DCT domain (fast, near-exact); false: bit-exact ADM")
 
 
 @dataclass(frozen=True)
