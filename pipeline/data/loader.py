@@ -126,6 +126,7 @@ class StreamSpec:
     start_image: int = 0
     dtype: str = "float"  # "float": float32 in [-1, 1]; "uint8": 0..255
     drop_last: bool = False
+    with_keys: bool = False  # also yield the samples' keys (for checks and debugging)
 
 
 class ShardBatches(IterableDataset):
@@ -183,8 +184,8 @@ class ShardBatches(IterableDataset):
         labels = torch.tensor([s["cls"] for s in samples], dtype=torch.int64)
         if self.spec.dtype == "float":
             images = images.to(torch.float32).div_(127.5).sub_(1.0)
-        elif self.spec.dtype != "uint8":
-            raise ValueError(f"dtype must be 'float' or 'uint8', got {self.spec.dtype!r}")
+        if self.spec.with_keys:
+            return images, labels, [s["__key__"] for s in samples]
         return images, labels
 
 
@@ -193,6 +194,8 @@ def make_loader(dataset: ShardedDataset | str, spec: StreamSpec) -> DataLoader:
     spec.start_image), or a single ordered pass for evaluation (infinite=False)."""
     if isinstance(dataset, str):
         dataset = ShardedDataset(dataset)
+    if spec.dtype not in ("float", "uint8"):
+        raise ValueError(f"dtype must be 'float' or 'uint8', got {spec.dtype!r}")
     if spec.batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     if not 0 <= spec.rank < spec.world_size:
