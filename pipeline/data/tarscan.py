@@ -87,7 +87,12 @@ def scan_tar(f: BinaryIO, start: int, length: int, declared_length: int | None =
         try:
             info = tar.next()
         except tarfile.ReadError as exc:
-            yield TarProblem("undecodable", f"corrupt tar header after {count} members ({exc})")
+            after = f"after member {last_name!r}" if last_name else "before any member"
+            if tar.offset > length or length < declared:  # tarfile noticed the data ends early
+                where = f"cut at byte {length} of {declared}" if length < declared else f"ends at byte {length} inside a member"
+                yield TarProblem("truncated", f"archive {where} {after}: later members are lost")
+            else:
+                yield TarProblem("undecodable", f"corrupt tar header {after} ({exc}): the rest of the archive is unreadable")
             return
         if info is None:
             break
