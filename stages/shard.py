@@ -50,11 +50,13 @@ def resolve_source(data_cfg) -> tuple[str, str | None]:
 
 def shard_in_parallel(ray, out_uri: str, plans: list, source_location, options, num_tasks: int, on_done=None) -> list:
     """Write every planned shard with at most num_tasks Ray tasks in flight."""
+    from collections import deque
+
     task = ray.remote(num_cpus=1, max_retries=2)(_write_shard_task)
-    pending, results, queue = [], [], list(plans)
+    pending, results, queue = [], [], deque(plans)
     while queue or pending:
         while queue and len(pending) < num_tasks:
-            pending.append(task.remote(out_uri, queue.pop(0), source_location, options))
+            pending.append(task.remote(out_uri, queue.popleft(), source_location, options))
         done, pending = ray.wait(pending, num_returns=1)
         for ref in done:
             result = ray.get(ref)
