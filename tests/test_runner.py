@@ -191,3 +191,12 @@ def test_sigterm_marks_the_runs_failed(workdir):
     runs = _runs(workdir)
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FAILED"}
     assert all("Terminated" in r.data.tags.get("pipeline.failure", "") for r in runs)
+
+
+def test_a_store_on_a_file_uri_runs_and_caches(fake, workdir):
+    uri = f"file://{workdir}/uri-store"
+    code, plan, out = fake("--set", f"store.root={uri}")
+    assert code == 0 and ran(plan) == ALL
+    assert f"-> {uri}/report/" in out
+    code, plan, _ = fake("--set", f"store.root={uri}")
+    assert ran(plan) == set()
