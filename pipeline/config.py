@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -437,6 +438,8 @@ def _coerce(tp, value: Any, key: str, origins: _Origins):
             raise ConfigError(key, value, origins(key), "expected an integer")
         return value
     if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads `2e-4` (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, value, origins(key), "expected a number")
         if not math.isfinite(value):
@@ -447,6 +450,9 @@ def _coerce(tp, value: Any, key: str, origins: _Origins):
             raise ConfigError(key, value, origins(key), "expected a string")
         return value
     raise TypeError(f"unsupported config annotation {tp!r} for {key}")
+
+
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _type_name(tp) -> str:

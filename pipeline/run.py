@@ -108,6 +108,11 @@ def _raise_terminated(signum, _frame):
     raise Terminated(signum)
 
 
+def _install_signal_handlers() -> dict:
+    """SIGTERM/SIGINT raise `Terminated`, so every open MLflow run is ended FAILED."""
+    return {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGINT)}
+
+
 def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
     from pipeline import tracking
 
@@ -125,6 +130,7 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
             from pipeline import cluster
 
             cluster.connect(config.cluster)
+            _install_signal_handlers()  # ray.init installs its own SIGTERM handler; ours must win
             print(cluster.describe(), flush=True)
         active = [i for i in plan.instances if i.status != "skip"]
         for n, inst in enumerate(active, 1):
@@ -181,7 +187,8 @@ def _print_summary(outputs: dict[str, Output], tracker, run_id: str, seconds: fl
     print(f"open it with: mlflow ui --backend-store-uri {tracker.uri}  (binds 127.0.0.1:5000)", flush=True)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None, stage_modules: Optional[tuple[str, ...]] = None) -> int:
+    """The CLI; `stage_modules` replaces the registered stages (tests run small graphs)."""
     args = parse_args(argv)
     try:
         config = load_config(args.config, args.set)
@@ -191,7 +198,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
-    stages = load_stages()
+    stages = load_stages(stage_modules) if stage_modules else load_stages()
     try:
         selected = _stage_names([args.stages], stages) if args.stages else None
         force = frozenset(_stage_names(args.force, stages))
@@ -206,7 +213,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.dry_run:
         return 0
 
-    previous = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = _install_signal_handlers()
     try:
         return execute(plan, config, args.config, store)
     except Exception:

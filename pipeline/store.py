@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import io
 import json
 import os
 import posixpath
-import shutil
-import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import pyarrow.fs as pafs
 
@@ -148,9 +144,10 @@ class Output(Directory):
 
 
 class Store:
-    def __init__(self, root: str):
+    def __init__(self, root: str, fs: Optional[pafs.FileSystem] = None):
+        """`root`: a local path or URI; or, with `fs`, a path inside that filesystem."""
         self.root_uri = root
-        self.fs, self.root = resolve(root)
+        self.fs, self.root = (fs, root) if fs is not None else resolve(root)
 
     def _uri(self, path: str) -> str:
         if "://" in self.root_uri:

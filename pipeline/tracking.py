@@ -12,6 +12,7 @@ import fcntl
 import importlib.metadata
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -155,7 +156,7 @@ class Tracker:
     @contextlib.contextmanager
     def run(self, name: str, tags: dict[str, str], parent: Optional[str] = None) -> Iterator["RunLogger"]:
         """A run that ends FINISHED, or FAILED on any exception, SIGTERM or SIGINT."""
-        all_tags = {**self._process_tags(), **tags}
+        all_tags = {safe_key(k): str(v) for k, v in {**self._process_tags(), **tags}.items()}
         if parent is not None:
             all_tags["mlflow.parentRunId"] = parent
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
@@ -192,14 +193,14 @@ class RunLogger:
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        items = [RunTag(safe_key(k), str(v)) for k, v in tags.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, tags=items[i:i + 100])
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        items = [Param(safe_key(k), _param_value(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
@@ -207,7 +208,7 @@ class RunLogger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        items = [Metric(safe_key(k), float(v), now, step or 0) for k, v in metrics.items()]
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
 
@@ -226,6 +227,12 @@ class RunLogger:
     def log_config(self, config: Config) -> None:
         self.log_params(flatten(config.to_dict()))
         self.log_text(config.to_yaml(), "config.yaml")
+
+
+def safe_key(name: str) -> str:
+    """An MLflow-legal key: `train_diffusion[p_uncond=0.1]` -> `train_diffusion:p_uncond:0.1`."""
+    name = name.replace("]", "")
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", ":", name)
 
 
 def _param_value(value: Any) -> str:

@@ -1,0 +1,54 @@
+"""Shared fixtures: one real local Ray instance per test session, isolated store and MLflow."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A private local Ray instance (2 CPUs), started once for the whole session (~10 s)."""
+    import ray
+
+    from pipeline import cluster
+    from pipeline.config import ClusterConfig
+
+    cluster.connect(ClusterConfig(num_cpus=2))
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A fresh working directory: ./runs, ./mlflow.db and ./mlruns land here."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def isolated_overrides(root: Path) -> list[str]:
+    """`--set` arguments that point the store and MLflow into `root`."""
+    return [
+        "--set", f"store.root={root / 'runs'}",
+        "--set", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+        "--set", f"tracking.artifact_location={root / 'mlruns'}",
+    ]
+
+
+@pytest.fixture
+def run_pipeline(workdir, ray_local):
+    """Run `python -m pipeline.run` in-process against the isolated store and MLflow."""
+    from pipeline.run import main
+
+    def _run(*args: str, stage_modules=None) -> int:
+        return main([*isolated_overrides(workdir), *args], stage_modules=stage_modules)
+
+    return _run
+
+
+def pytest_configure(config):
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TQDM_DISABLE", "1")

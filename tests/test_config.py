@@ -1,0 +1,145 @@
+"""Config loading: strict validation with messages naming key, value and origin; overrides; hashes."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+# (overrides, expected key in the message, expected text in the message)
+BAD_CONFIGS = [
+    (["no.such.key=1"], "no.such.key", "unknown key 'no'"),
+    (["train.lrr=1"], "train.lrr", "unknown key 'lrr' in section 'train'"),
+    (["train.p_uncond=[0.1,1.5]"], "train.p_uncond[1] = 1.5", "must be in [0, 1]"),
+    (["train.p_uncond=[-0.1]"], "train.p_uncond[0] = -0.1", "must be in [0, 1]"),
+    (["train.p_uncond=[]"], "train.p_uncond", "needs at least one value"),
+    (["train.p_uncond=[0.1,0.1]"], "train.p_uncond", "distinct"),
+    (["sample.steps=0"], "sample.steps = 0", "at least 1"),
+    (["sweep.steps=[25,0]"], "sweep.steps[1] = 0", "must be in [1, diffusion.timesteps = 1000]"),
+    (["sample.steps=5000"], "sample.steps = 5000", "more than diffusion.timesteps"),
+    (["data.resolution=9"], "data.resolution = 9", "the network cannot take it"),
+    (["data.resolution=4"], "data.resolution = 4", "at least 8"),
+    (["data.resolution=12"], "model.attention_resolutions[0] = 4", "not a resolution the network reaches"),
+    (["train.lr=abc"], "train.lr = 'abc'", "expected a number"),
+    (["train.batch_size=1.5"], "train.batch_size = 1.5", "expected an integer"),
+    (["train.use_gpu=maybe"], "train.use_gpu = 'maybe'", "expected true or false"),
+    (["diffusion.schedule=quadratic"], "diffusion.schedule = 'quadratic'", "must be one of 'linear', 'cosine', 'lambda'"),
+    (["diffusion.loss=hybrid"], "diffusion.loss = 'hybrid'", "set model.learn_sigma: true"),
+    (["train.batch_size=127"], "train.batch_size = 127", "split evenly over train.num_workers = 2"),
+    (["sample.p_uncond=0.3"], "sample.p_uncond = 0.3", "no model is trained with it"),
+    (["sweep.w=[0,-1]"], "sweep.w[1] = -1.0", "non-negative"),
+    (["data.source=imagefolder"], "data.path = None", "needs a dataset path"),
+    (["data.source=parquet", "data.path=/no/such/dir"], "data.path = '/no/such/dir'", "no such file"),
+    (["tracking.uri=./mlruns"], "tracking.uri = './mlruns'", "refuses the file store"),
+    (["train.ema_decays=[1.0]"], "train.ema_decays[0] = 1.0", "must be in (0, 1)"),
+    (["sample.guidance_interval=[0.8,0.2]"], "sample.guidance_interval", "0 <= lo < hi <= 1"),
+    (["train=3"], "train = 3", "expected a mapping"),
+    (["train.lr"], "train.lr", "must look like section.key=value"),
+    (["diffusion.lambda_min=30"], "diffusion.lambda_min = 30.0", "below diffusion.lambda_max"),
+]
+
+
+@pytest.mark.parametrize("overrides,key,text", BAD_CONFIGS, ids=[" ".join(c[0]) for c in BAD_CONFIGS])
+def test_bad_overrides_are_rejected_naming_key_value_and_origin(overrides, key, text):
+    with pytest.raises(ConfigError) as info:
+        load_config(DEFAULT_CONFIG, overrides)
+    message = str(info.value)
+    assert key in message
+    assert text in message
+    assert ("--set" in message) or (str(DEFAULT_CONFIG) in message)
+
+
+def test_bad_value_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  p_uncond: [0.2, 2.0]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert "train.p_uncond[1] = 2.0" in str(info.value)
+
+
+def test_unknown_key_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  channels: 64\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: model.channels = 64: unknown key 'channels'"):
+        load_config(path)
+
+
+def test_a_missing_file_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+    path = tmp_path / "broken.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_overrides_parse_yaml_values():
+    config = load_config(DEFAULT_CONFIG, ["train.lr=1e-4", "sweep.w=[0,0.5,1]", "sample.guidance_interval=null",
+                                          "train.guide.kind=early", "sample.eta=0.5"])
+    assert config.train.lr == 1e-4
+    assert config.sweep.w == [0.0, 0.5, 1.0]
+    assert config.train.guide.kind == "early"
+    assert config.sample.eta == 0.5
+
+
+def test_ints_are_accepted_for_floats_but_not_the_reverse():
+    assert load_config(DEFAULT_CONFIG, ["train.lr=1"]).train.lr == 1.0
+    assert isinstance(load_config(DEFAULT_CONFIG, ["train.kimg=3"]).train.kimg, float)
+
+
+def test_the_default_file_lists_every_key():
+    """configs/default.yaml is the config reference: it spells out every key of every section."""
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    resolved = load_config(DEFAULT_CONFIG).to_dict()
+
+    def keys(tree, prefix=""):
+        out = set()
+        for k, v in tree.items():
+            out.add(prefix + k)
+            if isinstance(v, dict):
+                out |= keys(v, prefix + k + ".")
+        return out
+
+    assert keys(raw) == keys(resolved)
+
+
+def test_hash_is_stable_and_order_independent(tmp_path):
+    a = load_config(DEFAULT_CONFIG)
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    reordered = tmp_path / "reordered.yaml"
+    reordered.write_text(yaml.safe_dump(dict(reversed(list(raw.items()))), sort_keys=True))
+    b = load_config(reordered)
+    assert a.hash() == b.hash()
+    c = load_config(DEFAULT_CONFIG, ["train.lr=1e-4"])
+    assert c.hash() != a.hash()
+    assert c.section_hash("data", "model") == a.section_hash("data", "model")
+    assert c.section_hash("train") != a.section_hash("train")
+
+
+def test_cli_rejects_unknown_key_at_once_without_starting_anything(tmp_path):
+    started = time.time()
+    proc = subprocess.run([sys.executable, "-m", "pipeline.run", "--set", "no.such.key=1"], cwd=tmp_path,
+                          capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert "no.such.key" in proc.stderr and "unknown key" in proc.stderr
+    assert time.time() - started < 20
+    assert list(tmp_path.iterdir()) == []  # no store, no mlflow.db, no Ray session
+
+
+def test_cli_print_config_prints_the_resolved_config(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pipeline.run", "--print-config", "--set", "train.lr=0.001"],
+                          cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    printed = yaml.safe_load(proc.stdout)
+    assert printed["train"]["lr"] == 0.001
+    assert set(printed) == {"data", "model", "diffusion", "train", "classifier", "evalnet", "sample", "eval",
+                            "sweep", "tracking", "store", "cluster"}
