@@ -1,25 +1,9 @@
-"""Fixtures for the data tests: small generated trees and one shared local Ray instance."""
+"""Fixtures for the data tests: small generated trees (Ray comes from tests/conftest.py: ray_local)."""
 from __future__ import annotations
-
-import os
 
 import pytest
 
 from pipeline.data.generate import TreeSpec, generate_tree
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray instance for the whole test session (starting Ray costs ~10 s)."""
-    import ray
-
-    if not ray.is_initialized():
-        pythonpath = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
-                 runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
-    return ray
 
 
 def _tree(tmp_path_factory, layout: str, **kw) -> str:
