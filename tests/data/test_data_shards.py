@@ -143,3 +143,13 @@ def test_same_shards_with_any_number_of_ray_tasks(ray_local, kaggle_tree, tmp_pa
     reference = str(tmp_path / "serial")
     _build(listing, reference)
     assert _sha(out) == _sha(reference)
+
+
+def test_tar_headers_match_the_standard_library():
+    import tarfile
+
+    from pipeline.data.tarwrite import FIXED_MODE, ustar_header
+
+    info = tarfile.TarInfo("n01440764_10026.png")
+    info.size, info.mtime, info.mode, info.uname, info.gname = 123456, 0, FIXED_MODE, "", ""
+    assert ustar_header("n01440764_10026.png", 123456) == info.tobuf(tarfile.USTAR_FORMAT, "ascii", "strict")
