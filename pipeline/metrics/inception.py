@@ -84,9 +84,10 @@ def load_cleanfid_inception(weights: str | os.PathLike | None = None,
 class InceptionNetwork(torch.nn.Module):
     """clean-fid's Inception returning (2048-d pool features, 1008-way logits).
 
-    Features are clean-fid's own forward. The logits come from the TorchScript model's
-    final linear layer (`base.output`) applied to those features, when the file has one
-    (the NVIDIA/StyleGAN2-ADA export used by clean-fid does); otherwise None.
+    Features are clean-fid's own forward. The logits are the TorchScript model's final
+    linear layer (`base.output`) applied to those features *without its bias*, as the
+    original TF Inception Score does (StyleGAN2-ADA's IS passes no_output_bias=True to the
+    same file for this reason). None when the file has no `output` layer.
     """
 
     def __init__(self, cleanfid_model: torch.nn.Module):
@@ -96,7 +97,9 @@ class InceptionNetwork(torch.nn.Module):
 
     def forward(self, x: torch.Tensor):
         feats = self.model(x)
-        logits = self._output(feats) if self._output is not None else None
+        logits = None
+        if self._output is not None:
+            logits = torch.nn.functional.linear(feats, self._output.weight)
         return feats, logits
 
 

@@ -100,6 +100,9 @@ def test_weights_in_cleanfid_format_go_through_cleanfid_class(fake_weights):
     real, _ = quadrant_images(6, size=8, seed=1)
     feats, logits = ex(real)
     assert feats.shape == (6, 2048) and logits.shape == (6, 1008)
+    # IS logits: the output layer without its bias, as the original TF Inception Score
+    w = ex.network.model.base.output.weight.detach().numpy()
+    np.testing.assert_allclose(logits, feats @ w.T, rtol=1e-4, atol=1e-4)
     assert metric_names("inception")["fd"] == "fid"
     assert metric_names("evalnet")["fd"] == "fd_evalnet"
 
