@@ -6,6 +6,8 @@ the streaming path and for users who want clean-fid's numbers verbatim.
     cleanfid_fid_generator    cleanfid.fid.compute_fid(gen=..., fdir2=...): generated batches
                               fed through clean-fid's generator route (no PNGs for them)
     cleanfid_kid_folders      clean-fid's features + cleanfid.fid.kernel_distance
+    cleanfid_adapter          run a TorchModuleExtractor (the evaluation classifier) inside
+                              clean-fid at native size, for same-extractor comparisons
 
 `feat_model` is any callable on float [0, 255] NCHW 299x299 tensors returning features
 (clean-fid's `custom_feat_extractor` contract); when None, clean-fid's Inception is loaded
@@ -20,11 +22,12 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from .extractors import TorchModuleExtractor, split_output
 from .inception import load_cleanfid_inception
 from .sources import as_batches
 
 __all__ = ["cleanfid_folder_features", "cleanfid_fid_folders", "cleanfid_fid_generator",
-           "cleanfid_kid_folders", "features_only"]
+           "cleanfid_kid_folders", "features_only", "no_resize", "cleanfid_adapter"]
 
 
 def features_only(network: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -35,6 +38,23 @@ def features_only(network: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
     return fn
 
 
+def no_resize(img: np.ndarray) -> np.ndarray:
+    """A clean-fid `custom_fn_resize` that keeps the native size (float32 HWC in [0, 255])."""
+    return np.asarray(img, dtype=np.float32)
+
+
+def cleanfid_adapter(extractor: TorchModuleExtractor) -> tuple[Callable, Callable]:
+    """(custom_feat_extractor, custom_fn_resize) that make clean-fid compute exactly the
+    features of a TorchModuleExtractor (e.g. the evaluation classifier): clean-fid keeps
+    the native image size (no 299 resize) and the module gets the extractor's own
+    preprocessing, so its numbers match the streaming fd_<name> path."""
+    def feat_model(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            feats, _ = split_output(extractor.module(extractor.preprocess_float(x)))
+        return feats.reshape(feats.shape[0], -1)
+    return feat_model, no_resize
+
+
 def _model(feat_model, inception_weights, device):
     if feat_model is not None:
         return feat_model
@@ -43,25 +63,28 @@ def _model(feat_model, inception_weights, device):
 
 def cleanfid_folder_features(folder: str | os.PathLike, feat_model: Callable | None = None, *,
                              inception_weights: str | None = None, device: str | torch.device = "cpu",
-                             batch_size: int = 32, num_workers: int = 0) -> np.ndarray:
+                             batch_size: int = 32, num_workers: int = 0,
+                             custom_fn_resize: Callable | None = None) -> np.ndarray:
     from cleanfid import fid
 
     model = _model(feat_model, inception_weights, device)
     return fid.get_folder_features(str(folder), model, num_workers=num_workers, batch_size=batch_size,
-                                   device=torch.device(device), mode="clean", verbose=False)
+                                   device=torch.device(device), mode="clean", verbose=False,
+                                   custom_fn_resize=custom_fn_resize)
 
 
 def cleanfid_fid_folders(folder_a: str | os.PathLike, folder_b: str | os.PathLike,
                          feat_model: Callable | None = None, *, inception_weights: str | None = None,
                          device: str | torch.device = "cpu", batch_size: int = 32,
-                         num_workers: int = 0) -> float:
+                         num_workers: int = 0, custom_fn_resize: Callable | None = None) -> float:
     """clean-fid's FID between two image folders (any extractor via custom_feat_extractor)."""
     from cleanfid import fid
 
     model = _model(feat_model, inception_weights, device)
     return float(fid.compute_fid(str(folder_a), str(folder_b), mode="clean", custom_feat_extractor=model,
                                  device=torch.device(device), batch_size=batch_size,
-                                 num_workers=num_workers, verbose=False))
+                                 num_workers=num_workers, verbose=False,
+                                 custom_fn_resize=custom_fn_resize))
 
 
 class _BatchGenerator:
@@ -92,7 +115,7 @@ class _BatchGenerator:
 def cleanfid_fid_generator(batches: Iterable, reference_folder: str | os.PathLike, num_gen: int,
                            feat_model: Callable | None = None, *, inception_weights: str | None = None,
                            device: str | torch.device = "cpu", batch_size: int = 32,
-                           num_workers: int = 0) -> float:
+                           num_workers: int = 0, custom_fn_resize: Callable | None = None) -> float:
     """clean-fid's FID of `num_gen` images from a batch stream against a folder of real
     images, through clean-fid's generator route (compute_fid(gen=..., fdir2=...))."""
     from cleanfid import fid
@@ -102,20 +125,22 @@ def cleanfid_fid_generator(batches: Iterable, reference_folder: str | os.PathLik
     return float(fid.compute_fid(gen=gen, fdir2=str(reference_folder), mode="clean", num_gen=num_gen,
                                  custom_feat_extractor=model, device=torch.device(device),
                                  batch_size=batch_size, num_workers=num_workers, z_dim=1,
-                                 verbose=False))
+                                 verbose=False, custom_fn_resize=custom_fn_resize))
 
 
 def cleanfid_kid_folders(folder_a: str | os.PathLike, folder_b: str | os.PathLike,
                          feat_model: Callable | None = None, *, inception_weights: str | None = None,
                          device: str | torch.device = "cpu", batch_size: int = 32, num_workers: int = 0,
-                         num_subsets: int = 100, max_subset_size: int = 1000, seed: int = 0) -> float:
+                         num_subsets: int = 100, max_subset_size: int = 1000, seed: int = 0,
+                         custom_fn_resize: Callable | None = None) -> float:
     """clean-fid's KID between two folders. cleanfid.fid.compute_kid takes no custom
     extractor, so this uses clean-fid's feature path and its kernel_distance; clean-fid
     draws subsets from numpy's global RNG, seeded here and restored afterwards."""
     from cleanfid import fid
 
     model = _model(feat_model, inception_weights, device)
-    kw = dict(device=device, batch_size=batch_size, num_workers=num_workers)
+    kw = dict(device=device, batch_size=batch_size, num_workers=num_workers,
+              custom_fn_resize=custom_fn_resize)
     fa = cleanfid_folder_features(folder_a, model, **kw)
     fb = cleanfid_folder_features(folder_b, model, **kw)
     state = np.random.get_state()

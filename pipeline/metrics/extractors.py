@@ -91,7 +91,11 @@ class TorchModuleExtractor:
 
     def preprocess(self, images_nhwc: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(images_nhwc).to(self.device).permute(0, 3, 1, 2).float()
-        x = x / 127.5 - 1.0
+        return self.preprocess_float(x)
+
+    def preprocess_float(self, x: torch.Tensor) -> torch.Tensor:
+        """Float NCHW images with values in [0, 255] -> the module's input."""
+        x = x.to(self.device, torch.float32) / 127.5 - 1.0
         if self.in_channels == 1:
             x = x.mean(dim=1, keepdim=True)
         if self.input_size is not None and tuple(x.shape[-2:]) != tuple(self.input_size):

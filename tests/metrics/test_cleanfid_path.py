@@ -8,11 +8,10 @@ the in-memory uint8 images and calls the same network, so features agree to floa
 """
 import numpy as np
 import pytest
-import torch
 
-from pipeline.metrics import (CleanResizeExtractor, batches_from_arrays, compute_feature_stats,
+from pipeline.metrics import (CleanResizeExtractor, TorchModuleExtractor, batches_from_arrays, compute_feature_stats,
                               evaluate_samples, frechet_distance, kid, write_png_folder)
-from pipeline.metrics.cleanfid_compat import (cleanfid_fid_folders, cleanfid_fid_generator,
+from pipeline.metrics.cleanfid_compat import (cleanfid_adapter, cleanfid_fid_folders, cleanfid_fid_generator,
                                               cleanfid_folder_features, cleanfid_kid_folders)
 
 from .conftest import quadrant_images
@@ -69,3 +68,18 @@ def test_cleanfid_kid_agrees_on_full_subsets(image_sets, tiny_clean_net):
     ours, _ = kid(ex(real)[0], ex(fake)[0], num_subsets=1, subset_size=48)
     assert theirs > 1e-3
     assert ours == pytest.approx(theirs, rel=1e-6)
+
+
+def test_evalnet_inside_cleanfid_matches_streaming_fd_evalnet(image_sets, tiny_classifier):
+    # The evaluation classifier run by clean-fid (native size, its own preprocessing) gives
+    # the same Frechet distance as the streaming fd_evalnet path: the comparison the
+    # streaming-vs-folder benchmark makes.
+    real, fake, real_dir, fake_dir = image_sets
+    ex = TorchModuleExtractor(tiny_classifier, "evalnet")
+    feat_model, fn_resize = cleanfid_adapter(ex)
+    theirs = cleanfid_fid_folders(fake_dir, real_dir, feat_model, custom_fn_resize=fn_resize)
+    ref = compute_feature_stats(ex, batches_from_arrays(real, batch_size=20), keep=None)["evalnet"]
+    res = evaluate_samples(ex, batches_from_arrays(fake, batch_size=20), ref, keep=None,
+                           kid_subsets=3, kid_subset_size=40)["evalnet"]
+    assert theirs > 0.05
+    assert res.metrics["fd_evalnet"] == pytest.approx(theirs, rel=1e-6)
