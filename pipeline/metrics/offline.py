@@ -1,0 +1,176 @@
+"""The metrics bundle: one streaming pass over generated uint8 batches, every metric of
+each feature space, and the protocol that says what the numbers are comparable with.
+
+Names carry the feature space. clean-fid's Inception gives the conventional names
+    fid, kid_mean, kid_std, is, is_std, precision_inception, recall_inception
+(FID means clean-fid with its Inception network); any other extractor, e.g. "evalnet":
+    fd_evalnet, kid_evalnet_mean, kid_evalnet_std, is_evalnet, is_evalnet_std,
+    precision_evalnet, recall_evalnet, and class_accuracy when the extractor predicts the
+    dataset's classes and the samples carry their conditioning labels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .accumulate import FeatureSubsample, RunningMoments
+from .class_accuracy import ClassAccuracyAccumulator
+from .extractors import FeatureExtractor
+from .frechet import frechet_distance
+from .inception_score import InceptionScoreAccumulator
+from .kid import kid
+from .precision_recall import precision_recall
+from .sources import as_batches
+from .stats import FeatureStats
+
+__all__ = ["StreamFeatures", "accumulate_features", "compute_feature_stats", "metric_names",
+           "MetricsResult", "metrics_from_features", "evaluate_samples"]
+
+CLEANFID_INCEPTION = "inception"
+
+
+def metric_names(extractor_name: str) -> dict[str, str]:
+    """Metric key for each quantity in a feature space."""
+    if extractor_name == CLEANFID_INCEPTION:
+        return dict(fd="fid", kid_mean="kid_mean", kid_std="kid_std", is_mean="is", is_std="is_std",
+                    precision="precision_inception", recall="recall_inception",
+                    class_accuracy="class_accuracy_inception")
+    n = extractor_name
+    return dict(fd=f"fd_{n}", kid_mean=f"kid_{n}_mean", kid_std=f"kid_{n}_std", is_mean=f"is_{n}",
+                is_std=f"is_{n}_std", precision=f"precision_{n}", recall=f"recall_{n}",
+                class_accuracy="class_accuracy")
+
+
+@dataclass
+class StreamFeatures:
+    """What one pass over a stream gathers for one extractor."""
+    stats: FeatureStats
+    inception_score: InceptionScoreAccumulator | None
+    class_accuracy: ClassAccuracyAccumulator | None
+
+
+def _as_list(extractors) -> list[FeatureExtractor]:
+    return list(extractors) if isinstance(extractors, (list, tuple)) else [extractors]
+
+
+def accumulate_features(extractors: FeatureExtractor | Sequence[FeatureExtractor], batches: Iterable,
+                        *, keep: int | None = 10_000, seed: int = 0, is_splits: int = 10,
+                        ) -> dict[str, StreamFeatures]:
+    """Run every extractor on every batch once; accumulate moments (float64), a kept
+    subsample of `keep` features (None: all) chosen by (seed, sample index), IS sums and
+    class-accuracy counts. Nothing is written to disk."""
+    exs = _as_list(extractors)
+    names = [e.name for e in exs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"extractor names must be distinct: {names}")
+    moments = {e.name: RunningMoments() for e in exs}
+    subs = {e.name: FeatureSubsample(keep if keep is not None else np.iinfo(np.int64).max, seed) for e in exs}
+    scores: dict[str, InceptionScoreAccumulator | None] = {e.name: None for e in exs}
+    accs: dict[str, ClassAccuracyAccumulator | None] = {e.name: None for e in exs}
+    n_seen = 0
+    for batch in as_batches(batches):
+        n = batch.images.shape[0]
+        if n == 0:
+            continue
+        for ex in exs:
+            feats, logits = ex(batch.images)
+            moments[ex.name].update(feats)
+            subs[ex.name].update(feats, start_index=n_seen)
+            if logits is not None:
+                if scores[ex.name] is None:
+                    scores[ex.name] = InceptionScoreAccumulator(splits=is_splits, seed=seed)
+                scores[ex.name].update(logits=logits, start_index=n_seen)
+                if getattr(ex, "predicts_labels", False) and batch.labels is not None:
+                    if accs[ex.name] is None:
+                        accs[ex.name] = ClassAccuracyAccumulator()
+                    accs[ex.name].update(logits, batch.labels)
+        n_seen += n
+    if n_seen < 2:
+        raise ValueError(f"need at least 2 images, the stream had {n_seen}")
+    return {name: StreamFeatures(FeatureStats.from_accumulators(name, moments[name], subs[name]),
+                                 scores[name], accs[name]) for name in names}
+
+
+def compute_feature_stats(extractors: FeatureExtractor | Sequence[FeatureExtractor], batches: Iterable,
+                          *, keep: int | None = 10_000, seed: int = 0) -> dict[str, FeatureStats]:
+    """Statistics of an image stream per extractor (e.g. the reference statistics of the
+    real data): mean, covariance, N and `keep` kept features."""
+    out = accumulate_features(extractors, batches, keep=keep, seed=seed)
+    return {name: sf.stats for name, sf in out.items()}
+
+
+@dataclass
+class MetricsResult:
+    extractor: str
+    metrics: dict[str, float]
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+
+def metrics_from_features(generated: StreamFeatures, reference: FeatureStats, *,
+                          kid_subsets: int = 100, kid_subset_size: int = 1000, kid_seed: int = 0,
+                          pr_k: int = 3, seed_range: Any = None, device: str = "cpu") -> MetricsResult:
+    """Every metric of the generated features against the reference statistics."""
+    gen = generated.stats
+    if gen.extractor != reference.extractor:
+        raise ValueError(f"features from {gen.extractor!r} cannot be compared with "
+                         f"reference statistics of {reference.extractor!r}")
+    if gen.feature_dim != reference.feature_dim:
+        raise ValueError(f"feature dims differ: {gen.feature_dim} vs {reference.feature_dim}")
+    names = metric_names(gen.extractor)
+    m: dict[str, float] = {names["fd"]: frechet_distance(gen.mean, gen.cov, reference.mean, reference.cov)}
+    for what, have in (("generated", gen), ("reference", reference)):
+        if have.features.shape[0] <= max(pr_k, 1):
+            raise ValueError(f"the {what} statistics keep {have.features.shape[0]} features; "
+                             f"KID and precision/recall need more than k={pr_k}")
+    m[names["kid_mean"]], m[names["kid_std"]] = kid(reference.features, gen.features, kid_subsets,
+                                                    kid_subset_size, kid_seed)
+    m[names["precision"]], m[names["recall"]] = precision_recall(reference.features, gen.features,
+                                                                 k=pr_k, device=device)
+    if generated.inception_score is not None:
+        m[names["is_mean"]], m[names["is_std"]] = generated.inception_score.result()
+    if generated.class_accuracy is not None:
+        m[names["class_accuracy"]] = generated.class_accuracy.result()
+    protocol = {
+        "extractor": gen.extractor,
+        "num_samples": int(gen.num_samples),
+        "reference_stats_id": reference.stats_id,
+        "reference_num_samples": int(reference.num_samples),
+        "seed_range": seed_range,
+        "kid_subsets": kid_subsets,
+        "kid_subset_size": int(min(kid_subset_size, gen.features.shape[0], reference.features.shape[0])),
+        "kid_seed": kid_seed,
+        "pr_k": pr_k,
+        "pr_num_generated": int(gen.features.shape[0]),
+        "pr_num_reference": int(reference.features.shape[0]),
+        "is_splits": generated.inception_score.splits if generated.inception_score is not None else None,
+    }
+    return MetricsResult(gen.extractor, m, protocol)
+
+
+def evaluate_samples(extractors: FeatureExtractor | Sequence[FeatureExtractor], batches: Iterable,
+                     references: FeatureStats | Mapping[str, FeatureStats], *,
+                     keep: int | None = 10_000, seed: int = 0, is_splits: int = 10,
+                     kid_subsets: int = 100, kid_subset_size: int = 1000, pr_k: int = 3,
+                     seed_range: Any = None, device: str = "cpu") -> dict[str, MetricsResult]:
+    """Offline metrics of a stream of generated uint8 batches (with their conditioning
+    labels) in one pass, per extractor, each tagged with its protocol.
+
+    `references`: the reference FeatureStats (one extractor) or a mapping name -> stats.
+    `seed_range`: the caller's description of which seeds produced the images (recorded
+    in the protocol as given). `seed` fixes the kept subsample, IS splits and KID subsets.
+    """
+    exs = _as_list(extractors)
+    if isinstance(references, FeatureStats):
+        if len(exs) != 1:
+            raise ValueError("give a mapping name -> reference stats for several extractors")
+        references = {exs[0].name: references}
+    missing = [e.name for e in exs if e.name not in references]
+    if missing:
+        raise KeyError(f"no reference statistics for {missing}")
+    gathered = accumulate_features(exs, batches, keep=keep, seed=seed, is_splits=is_splits)
+    return {name: metrics_from_features(sf, references[name], kid_subsets=kid_subsets,
+                                        kid_subset_size=kid_subset_size, kid_seed=seed, pr_k=pr_k,
+                                        seed_range=seed_range, device=device)
+            for name, sf in gathered.items()}
