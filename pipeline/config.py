@@ -280,6 +280,17 @@ class Config:
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
 
 
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}: dotted keys, as in `--set`."""
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
 def hash_value(value: Any) -> str:
     """sha256 of the canonical JSON of a plain value: stable across runs, key order and machines."""
     canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -14,7 +14,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from pipeline.config import SECTIONS, Config, hash_value
+from pipeline.config import SECTIONS, Config, flatten, hash_value
 from pipeline.store import Store
 
 # The order of registration is the order of execution among independent stages.
@@ -249,7 +249,7 @@ def diff_material(old: dict, new: dict, limit: int = 4) -> list[str]:
     changes = []
     if old.get("version") != new.get("version"):
         changes.append(f"version {old.get('version')} -> {new.get('version')}")
-    old_flat, new_flat = _flatten(old.get("config", {})), _flatten(new.get("config", {}))
+    old_flat, new_flat = flatten(old.get("config", {})), flatten(new.get("config", {}))
     for key in sorted(set(old_flat) | set(new_flat)):
         if old_flat.get(key, "<unset>") != new_flat.get(key, "<unset>"):
             changes.append(f"{key} {old_flat.get(key, '<unset>')!r} -> {new_flat.get(key, '<unset>')!r}")
@@ -259,13 +259,3 @@ def diff_material(old: dict, new: dict, limit: int = 4) -> list[str]:
     if len(changes) > limit:
         changes = changes[:limit] + [f"and {len(changes) - limit} more"]
     return changes
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat

@@ -16,6 +16,8 @@ from typing import Iterable
 
 import pyarrow.fs as pafs
 
+from pipeline.store import sha256_file
+
 FIXED_MTIME = 0
 FIXED_MODE = 0o644
 
@@ -109,14 +111,6 @@ def write_tar(fs: pafs.FileSystem, path: str, members: Iterable[tuple[str, bytes
     return written
 
 
-def sha256_of(fs: pafs.FileSystem, path: str, chunk: int = 8 << 20) -> tuple[int, str]:
+def sha256_of(fs: pafs.FileSystem, path: str) -> tuple[int, str]:
     """(size, sha256) of a file, streamed."""
-    sha, size = hashlib.sha256(), 0
-    with fs.open_input_stream(path) as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            sha.update(block)
-            size += len(block)
-    return size, sha.hexdigest()
+    return fs.get_file_info(path).size, sha256_file(fs, path)
