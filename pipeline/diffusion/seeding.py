@@ -35,3 +35,11 @@ def randn_per_image(generators: Sequence[torch.Generator], image_shape: Sequence
     """One standard normal draw of ``image_shape`` from each generator, stacked to [B, *shape]."""
     draws = [torch.randn(tuple(image_shape), generator=g, dtype=dtype) for g in generators]
     return torch.stack(draws).to(device)
+
+
+def trial_noise(trial_seed: int, image_indices: Iterable[int], image_shape: Sequence[int],
+                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    """(x_T, generators) for images ``image_indices`` of a trial: x_T is each generator's first
+    draw, and the generators go on to supply that image's per-step noise in the sampler."""
+    generators = image_generators(trial_seed, image_indices)
+    return randn_per_image(generators, image_shape, device, dtype), generators
