@@ -47,6 +47,21 @@ def _twice(x: torch.Tensor, active: torch.Tensor, all_active: bool) -> torch.Ten
     return torch.cat([x, x if all_active else x[active]])
 
 
+def _is_per_row(value, batch: int) -> bool:
+    return isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch
+
+
+def _kwargs_twice(kwargs: dict, active: torch.Tensor, all_active: bool) -> dict:
+    """Per-row keyword tensors (e.g. an inner PAG mask) follow the rows when the batch is doubled."""
+    batch = active.shape[0]
+    return {k: _twice(v, active, all_active) if _is_per_row(v, batch) else v for k, v in kwargs.items()}
+
+
+def _kwargs_rows(kwargs: dict, rows: torch.Tensor) -> dict:
+    batch = rows.shape[0]
+    return {k: v[rows] if _is_per_row(v, batch) else v for k, v in kwargs.items()}
+
+
 class ClassifierFreeGuidance:
     """eps~ = (1 + w) eps(x, c) - w eps(x, null) (Ho & Salimans, eq. 6), both passes in ONE
     batched forward of 2B images (B + the active ones under an interval)."""
@@ -63,7 +78,7 @@ class ClassifierFreeGuidance:
         all_active = n_active == x.shape[0]
         null = torch.full((n_active,), self.null_label, dtype=labels.dtype, device=labels.device)
         out = as_output(self.denoiser(_twice(x, active, all_active), _twice(t, active, all_active),
-                                      torch.cat([labels, null]), **kwargs))
+                                      torch.cat([labels, null]), **_kwargs_twice(kwargs, active, all_active)))
         batch = torch.arange(x.shape[0], device=x.device)
         conditional = _select(out, batch)
         unconditional_eps = out.eps[x.shape[0]:]
@@ -84,7 +99,7 @@ class AutoGuidance:
         if self.w == 0 or not bool(active.any()):
             return plain
         guide_labels = None if labels is None else labels[active]
-        guide_eps = as_output(self.guide(x[active], t[active], guide_labels, **kwargs)).eps
+        guide_eps = as_output(self.guide(x[active], t[active], guide_labels, **_kwargs_rows(kwargs, active))).eps
         return _extrapolate(plain, guide_eps, active, self.w)
 
 
@@ -107,8 +122,13 @@ class PerturbedAttentionGuidance:
         perturb = torch.cat([torch.zeros(x.shape[0], dtype=torch.bool, device=x.device),
                              torch.ones(n_active, dtype=torch.bool, device=x.device)])
         both_labels = None if labels is None else _twice(labels, active, all_active)
+        inner = kwargs.pop("perturb_attention", None)
+        if _is_per_row(inner, x.shape[0]):  # an outer PAG already perturbs some rows: keep them perturbed
+            perturb = perturb | _twice(inner, active, all_active)
+        elif inner is True:
+            perturb = torch.ones_like(perturb)
         out = as_output(self.denoiser(_twice(x, active, all_active), _twice(t, active, all_active), both_labels,
-                                      perturb_attention=perturb, **kwargs))
+                                      perturb_attention=perturb, **_kwargs_twice(kwargs, active, all_active)))
         plain = _select(out, torch.arange(x.shape[0], device=x.device))
         return _extrapolate(plain, out.eps[x.shape[0]:], active, self.w)
 

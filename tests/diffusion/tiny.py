@@ -20,4 +20,4 @@ def tiny_unet(image_size: int = 8, seed: int = 0, **overrides) -> UNet:
     config = dict(image_size=image_size, in_channels=3, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
                   attention_resolutions=(image_size // 2,), num_head_channels=8, num_classes=4, resblock_updown=True)
     config.update(overrides)
-    return randomize_(UNet(**config), seed).eval()
+    return randomize_(UNet(**config), seed).eval().requires_grad_(False)
