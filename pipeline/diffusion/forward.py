@@ -68,8 +68,5 @@ def fixed_log_variance(schedule: Schedule, t: torch.Tensor, like: torch.Tensor, 
     if kind == "small":
         return schedule.gather("posterior_log_variance_clipped", t, like)
     if kind == "large":
-        large = schedule.betas.clone()
-        if len(schedule) > 1:
-            large[0] = schedule.posterior_variance[1]
-        return large.log().to(t.device)[t.long()].to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+        return schedule.gather("log_betas_large", t, like)
     raise ValueError(f"fixed variance must be 'large' or 'small', got {kind!r}")

@@ -46,6 +46,7 @@ class Schedule:
         if self.timesteps.numel() != n:
             raise ValueError("timesteps and betas must have the same length")
         self.num_train_timesteps = int(num_train_timesteps if num_train_timesteps is not None else n)
+        self._converted: dict = {}
 
         self.alphas = 1.0 - betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
@@ -62,6 +63,11 @@ class Schedule:
         else:
             clipped = self.betas.clone()
         self.posterior_log_variance_clipped = clipped.log()
+        # DDPM's "large" fixed variance sigma^2 = beta_t, with beta~_1 at t = 0 (as ADM's code)
+        large = betas.clone()
+        if n > 1:
+            large[0] = self.posterior_variance[1]
+        self.log_betas_large = large.log()
         self.posterior_mean_coef1 = betas * self.alphas_cumprod_prev.sqrt() / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * self.alphas.sqrt() / (1.0 - self.alphas_cumprod)
 
@@ -72,9 +78,13 @@ class Schedule:
         return f"Schedule(steps={len(self)}, num_train_timesteps={self.num_train_timesteps})"
 
     def gather(self, name: str, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """``self.<name>[index]`` shaped [B, 1, 1, ...] to broadcast against ``like``, in its dtype."""
-        values = getattr(self, name).to(index.device)[index.long()]
-        return values.to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+        """``self.<name>[index]`` shaped [B, 1, 1, ...] to broadcast against ``like``, in its dtype
+        and on its device (the converted table is cached, so a sampling loop copies it once)."""
+        key = (name, like.device, like.dtype)
+        table = self._converted.get(key)
+        if table is None:
+            table = self._converted[key] = getattr(self, name).to(device=like.device, dtype=like.dtype)
+        return table[index.to(like.device).long()].reshape(-1, *([1] * (like.ndim - 1)))
 
     def respace(self, use_timesteps: Sequence[int]) -> "Schedule":
         """Keep only ``use_timesteps`` (indices into this schedule), with betas recomputed so
