@@ -28,16 +28,19 @@ def guidance_active(t: torch.Tensor, interval: Optional[tuple[int, int]]) -> tor
     return (t >= lo) & (t <= hi)
 
 
-def _select(out: DenoiserOutput, rows: torch.Tensor) -> DenoiserOutput:
+def _first_rows(out: DenoiserOutput, batch: int) -> DenoiserOutput:
+    """The first ``batch`` rows of a doubled-batch output (views, no copies)."""
     return DenoiserOutput(
-        eps=out.eps[rows],
-        var_frac=None if out.var_frac is None else out.var_frac[rows],
-        classifier_grad=None if out.classifier_grad is None else out.classifier_grad[rows],
+        eps=out.eps[:batch],
+        var_frac=None if out.var_frac is None else out.var_frac[:batch],
+        classifier_grad=None if out.classifier_grad is None else out.classifier_grad[:batch],
     )
 
 
 def _extrapolate(plain: DenoiserOutput, guide_eps: torch.Tensor, active: torch.Tensor, w: float) -> DenoiserOutput:
     """eps <- eps + w (eps - eps_guide) = (1 + w) eps - w eps_guide on the active rows."""
+    if guide_eps.shape[0] == plain.eps.shape[0]:
+        return plain.with_eps((1 + w) * plain.eps - w * guide_eps)
     eps = plain.eps.clone()
     eps[active] = (1 + w) * plain.eps[active] - w * guide_eps
     return plain.with_eps(eps)
@@ -79,10 +82,7 @@ class ClassifierFreeGuidance:
         null = torch.full((n_active,), self.null_label, dtype=labels.dtype, device=labels.device)
         out = as_output(self.denoiser(_twice(x, active, all_active), _twice(t, active, all_active),
                                       torch.cat([labels, null]), **_kwargs_twice(kwargs, active, all_active)))
-        batch = torch.arange(x.shape[0], device=x.device)
-        conditional = _select(out, batch)
-        unconditional_eps = out.eps[x.shape[0]:]
-        return _extrapolate(conditional, unconditional_eps, active, self.w)
+        return _extrapolate(_first_rows(out, x.shape[0]), out.eps[x.shape[0]:], active, self.w)
 
 
 class AutoGuidance:
@@ -129,8 +129,7 @@ class PerturbedAttentionGuidance:
             perturb = torch.ones_like(perturb)
         out = as_output(self.denoiser(_twice(x, active, all_active), _twice(t, active, all_active), both_labels,
                                       perturb_attention=perturb, **_kwargs_twice(kwargs, active, all_active)))
-        plain = _select(out, torch.arange(x.shape[0], device=x.device))
-        return _extrapolate(plain, out.eps[x.shape[0]:], active, self.w)
+        return _extrapolate(_first_rows(out, x.shape[0]), out.eps[x.shape[0]:], active, self.w)
 
 
 def classifier_scale_from_w(w: float, base_is_conditional: bool) -> float:
