@@ -153,16 +153,17 @@ def space_timesteps(num_timesteps: int, section_counts: str | int | Sequence[int
 
     ``section_counts``: an int or "N" (N evenly spaced steps), a comma list "10,15,20" (the grid
     is cut into that many equal sections and each keeps its count, evenly spaced, first and
-    last step of a section included), or "ddimN" (a fixed stride T // N starting at 0, as DDIM).
+    last step of a section included), or "ddimN" (0, k, 2k, ... with the smallest integer stride k
+    that gives exactly N steps, as DDIM and Improved DDPM's code).
     """
     if isinstance(section_counts, str):
         spec = section_counts.strip()
         if spec.startswith("ddim"):
             wanted = int(spec[len("ddim"):])
-            if not 1 <= wanted <= num_timesteps:
-                raise ValueError(f"cannot take {wanted} DDIM steps out of {num_timesteps}")
-            stride = num_timesteps // wanted
-            return list(range(0, num_timesteps, stride))[:wanted]
+            for stride in range(1, num_timesteps + 1):
+                if len(range(0, num_timesteps, stride)) == wanted:
+                    return list(range(0, num_timesteps, stride))
+            raise ValueError(f"no integer stride gives exactly {wanted} DDIM steps out of {num_timesteps}")
         counts = [int(part) for part in spec.split(",") if part.strip()]
     elif isinstance(section_counts, int):
         counts = [section_counts]

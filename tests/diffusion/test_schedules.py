@@ -59,6 +59,10 @@ def test_respaced_betas_reproduce_alpha_bar(spec, count):
 def test_space_timesteps_sections_include_ends():
     assert space_timesteps(1000, "25")[0] == 0 and space_timesteps(1000, "25")[-1] == 999
     assert space_timesteps(1000, "ddim50") == list(range(0, 1000, 20))
+    assert space_timesteps(1000, "ddim30") == list(range(0, 1000, 34))
+    assert space_timesteps(10, "ddim4") == [0, 3, 6, 9]
+    with pytest.raises(ValueError, match="exactly 7"):
+        space_timesteps(10, "ddim7")  # strides 1 and 2 give 10 and 5 steps
     assert space_timesteps(10, "2,3") == [0, 4, 5, 7, 9]
     with pytest.raises(ValueError):
         space_timesteps(100, "200")
