@@ -88,36 +88,46 @@ class ResBlock(nn.Module):
         self.skip = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = F.silu(self.in_norm(x))
+        inplace = not torch.is_grad_enabled()  # activations may overwrite their input when nothing is saved
+        h = F.silu(self.in_norm(x), inplace=inplace)
         if self.resample_h is not None:
             h, x = self.resample_h(h), self.resample_x(x)
         h = self.in_conv(h)
         emb_out = self.emb_proj(F.silu(emb))[:, :, None, None]
         if self.use_scale_shift_norm:
+            # AdaGN: GN(h) * (1 + scale) + shift, with GN's own affine folded into the per-(image, channel)
+            # gain and bias so the whole feature map is touched once (one addcmul instead of 4 passes).
             scale, shift = emb_out.chunk(2, dim=1)
-            h = self.out_norm(h) * (1 + scale) + shift  # AdaGN
+            norm = self.out_norm
+            gain = 1 + scale
+            bias = norm.bias[:, None, None] * gain + shift
+            gain = norm.weight[:, None, None] * gain
+            h = torch.addcmul(bias, F.group_norm(h, norm.num_groups, eps=norm.eps), gain)
         else:
             h = self.out_norm(h + emb_out)
-        h = self.out_conv(self.dropout(F.silu(h)))
+        h = self.out_conv(self.dropout(F.silu(h, inplace=inplace)))
         return self.skip(x) + h
 
 
 def _split_heads(qkv: torch.Tensor, heads: int):
-    """[B, 3C, L] -> q, k, v each [B, heads, L, C / heads] (ADM's "new" order: split qkv, then heads)."""
-    b, three_c, length = qkv.shape
+    """[B, L, 3C] -> q, k, v each [B, heads, L, C / heads] (ADM's "new" order: split qkv, then heads).
+    The head dimension stays contiguous, which CPU/GPU fused attention kernels need."""
+    b, length, three_c = qkv.shape
     head_dim = three_c // (3 * heads)
-    q, k, v = qkv.reshape(b, 3, heads, head_dim, length).permute(1, 0, 2, 4, 3).unbind(0)
+    q, k, v = qkv.view(b, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
     return q, k, v
 
 
 def _merge_heads(a: torch.Tensor) -> torch.Tensor:
+    """[B, heads, L, d] -> [B, L, heads * d]."""
     b, heads, length, head_dim = a.shape
-    return a.permute(0, 1, 3, 2).reshape(b, heads * head_dim, length)
+    return a.transpose(1, 2).reshape(b, length, heads * head_dim)
 
 
 class AttentionBlock(nn.Module):
-    """Residual self-attention, softmax(Q K^T / sqrt(d)) V per head.
+    """Residual self-attention over the H*W positions, softmax(Q K^T / sqrt(d)) V per head.
 
+    Works token-major ([B, L, C], a free view of a channels-last feature map).
     ``perturb``: None/False (normal), True (every row), or a bool tensor [B]; perturbed rows use
     the identity map, so their attention output is V (perturbed-attention guidance)."""
 
@@ -127,13 +137,13 @@ class AttentionBlock(nn.Module):
             raise ValueError(f"{channels} channels cannot be split into {num_heads} heads")
         self.num_heads = num_heads
         self.norm = group_norm(channels, norm_groups)
-        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
-        self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj_out = zero_module(nn.Linear(channels, channels))
 
     def forward(self, x: torch.Tensor, perturb=None) -> torch.Tensor:
         b, c, *spatial = x.shape
-        qkv = self.qkv(self.norm(x).reshape(b, c, -1))
-        q, k, v = _split_heads(qkv, self.num_heads)
+        tokens = self.norm(x).flatten(2).transpose(1, 2)
+        q, k, v = _split_heads(self.qkv(tokens), self.num_heads)
         if perturb is None or perturb is False:
             a = F.scaled_dot_product_attention(q, k, v)
         elif perturb is True or bool(perturb.all()):
@@ -142,8 +152,8 @@ class AttentionBlock(nn.Module):
             keep = ~perturb
             a = v.clone()
             a[keep] = F.scaled_dot_product_attention(q[keep], k[keep], v[keep])
-        out = self.proj_out(_merge_heads(a))
-        return x + out.reshape(b, c, *spatial)
+        out = self.proj_out(_merge_heads(a))  # [B, L, C]
+        return x + out.transpose(1, 2).reshape(b, c, *spatial)
 
 
 class AttentionPool2d(nn.Module):
@@ -153,17 +163,17 @@ class AttentionPool2d(nn.Module):
     def __init__(self, spatial_size: int, embed_dim: int, num_heads: int, output_dim: int):
         super().__init__()
         self.positional_embedding = nn.Parameter(torch.randn(embed_dim, spatial_size ** 2 + 1) / embed_dim ** 0.5)
-        self.qkv = nn.Conv1d(embed_dim, 3 * embed_dim, 1)
-        self.proj = nn.Conv1d(embed_dim, output_dim, 1)
+        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
+        self.proj = nn.Linear(embed_dim, output_dim)
         self.num_heads = num_heads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
         x = x.reshape(b, c, -1)
         x = torch.cat([x.mean(dim=-1, keepdim=True), x], dim=-1) + self.positional_embedding[None].to(x.dtype)
-        q, k, v = _split_heads(self.qkv(x), self.num_heads)
-        pooled = _merge_heads(F.scaled_dot_product_attention(q, k, v))
-        return self.proj(pooled)[:, :, 0]
+        q, k, v = _split_heads(self.qkv(x.transpose(1, 2)), self.num_heads)
+        pooled = _merge_heads(F.scaled_dot_product_attention(q, k, v))  # [B, L + 1, C]
+        return self.proj(pooled[:, 0])
 
 
 class TimestepSequential(nn.Sequential):

@@ -102,3 +102,27 @@ def test_flop_counter_counts_a_linear_layer_exactly():
     per_image = forward_gflops_per_image(net, torch.randn(2, 3, 8, 8), torch.tensor([1, 2]), torch.tensor([0, 1]))
     per_image_4 = forward_gflops_per_image(net, torch.randn(4, 3, 8, 8), torch.tensor([1, 2, 3, 4]), torch.tensor([0, 1, 2, 3]))
     assert per_image > 0 and per_image == pytest.approx(per_image_4, rel=1e-6)
+
+
+def test_adagn_resblock_matches_the_paper_formula():
+    """AdaGN(h, y) = y_s GroupNorm(h) + y_b with [y_s - 1, y_b] = Linear(SiLU(emb)) (ADM section 3.1)."""
+    from torch.nn import functional as F
+
+    from pipeline.nets.layers import ResBlock
+    block = randomize_(ResBlock(16, 32, 24, use_scale_shift_norm=True, norm_groups=8)).eval()
+    x, emb = torch.randn(3, 16, 8, 8), torch.randn(3, 32)
+    with torch.no_grad():
+        h = block.in_conv(F.silu(block.in_norm(x)))
+        scale, shift = block.emb_proj(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = block.out_norm(h) * (1 + scale) + shift
+        expected = block.skip(x) + block.out_conv(F.silu(h))
+        torch.testing.assert_close(block(x, emb), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_unet_gives_the_same_output_under_inference_mode_and_channels_last():
+    net = tiny_unet(16, channel_mult=(1, 2, 2), attention_resolutions=(8, 4), learn_sigma=True)
+    x, t, y = torch.randn(3, 3, 16, 16), torch.tensor([5, 500, 995]), torch.tensor([0, 2, 4])
+    reference = net(x, t, y)
+    with torch.inference_mode():
+        fast = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last), t, y)
+    torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-5)
