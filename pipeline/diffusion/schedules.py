@@ -83,7 +83,8 @@ class Schedule:
         key = (name, like.device, like.dtype)
         table = self._converted.get(key)
         if table is None:
-            table = self._converted[key] = getattr(self, name).to(device=like.device, dtype=like.dtype)
+            # cast on the CPU first: some devices (MPS) have no float64
+            table = self._converted[key] = getattr(self, name).to(like.dtype).to(like.device)
         return table[index.to(like.device).long()].reshape(-1, *([1] * (like.ndim - 1)))
 
     def respace(self, use_timesteps: Sequence[int]) -> "Schedule":
