@@ -112,7 +112,14 @@ class ImportanceTimestepSampler:
     """Improved DDPM section 3.3: p_t proportional to sqrt(E[L_t^2]) over the last ``history``
     losses seen at each t; uniform until every t has a full history. As in Improved DDPM's code,
     a fraction ``uniform_prob`` of uniform mass is mixed in (0 gives the pure formula).
-    ``sample`` returns (t, weights) with weights 1 / (T p_t), so E[weight * L_t] = L_vlb / T."""
+    ``sample`` returns (t, weights) with weights 1 / (T p_t), so E[weight * L_t] = L_vlb / T.
+
+    In a training step (as ADM):
+        t, weights = sampler.sample(batch, generator)
+        losses = diffusion_loss(net, schedule, x0, t, noise, labels, learned_sigma=True)
+        (weights * losses["loss"]).mean().backward()
+        sampler.update(t, losses["loss"])      # after gathering t and losses from every worker
+    ``state_dict()`` / ``load_state_dict()`` hold plain tensors for checkpoints."""
 
     def __init__(self, num_timesteps: int, history: int = 10, uniform_prob: float = 0.001):
         self.num_timesteps, self.history, self.uniform_prob = int(num_timesteps), int(history), float(uniform_prob)
