@@ -1,7 +1,7 @@
 """A small clean classifier used as an offline feature space for metrics (e.g. ``fd_evalnet``).
 
-Deliberately a different architecture from the noisy classifier: a pre-activation-free ResNet
-(He et al., 2016) with BatchNorm, no timestep input, global average pooling. Its penultimate
+Deliberately a different architecture from the noisy classifier: a plain (post-activation)
+ResNet (He et al., 2016) with BatchNorm, no timestep input, global average pooling. Its penultimate
 features (the pooled vector) are what metrics compare.
 """
 
