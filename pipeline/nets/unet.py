@@ -1,0 +1,196 @@
+"""The ADM UNet (Dhariwal & Nichol, 2021, section 3 and appendix), from 8 to 256 pixels.
+
+Shape: an encoder of ``len(channel_mult)`` levels, each with ``num_res_blocks`` residual blocks
+(width ``base_channels * mult``) and a downsampling step between levels (a BigGAN residual block
+with ``resblock_updown``, else a strided conv); a middle ResBlock-Attention-ResBlock; a decoder
+mirroring the encoder with skip connections. Self-attention follows the residual blocks at the
+feature-map resolutions listed in ``attention_resolutions`` - given IN PIXELS of the feature map
+(e.g. (32, 16, 8) for a 64 px model, as ADM's command-line flags), not as downsample factors.
+Each attention layer has ``num_head_channels`` channels per head (ADM: 64) or, when that is
+None, ``num_heads`` heads. Every residual block is conditioned by AdaGN on the sum of the
+timestep embedding and, for a class-conditional model, a class embedding with one extra row:
+the null token, index ``num_classes``, used for the unconditional branch of classifier-free
+guidance. With ``learn_sigma`` the output has 2x channels: eps, then the raw variance
+interpolation in [-1, 1] (Improved DDPM eq. 15).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from pipeline.nets.layers import (AttentionBlock, Downsample, ResBlock, TimestepSequential, Upsample, group_norm,
+                                  timestep_embedding, zero_module)
+
+
+def default_channel_mult(image_size: int) -> tuple[float, ...]:
+    """ADM's channel multipliers per resolution (Improved DDPM's for 32 px and below)."""
+    table = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4),
+             32: (1, 2, 2, 2), 16: (1, 2, 2), 8: (1, 2)}
+    if image_size not in table:
+        raise ValueError(f"no default channel_mult for {image_size} px; pass one explicitly")
+    return table[image_size]
+
+
+def heads_for(channels: int, num_heads: int, num_head_channels: Optional[int]) -> int:
+    if num_head_channels:
+        return channels // num_head_channels
+    return num_heads
+
+
+def validate_unet_config(image_size: int, base_channels: int, channel_mult: Sequence[float],
+                         attention_resolutions: Sequence[int] = (), num_heads: int = 4,
+                         num_head_channels: Optional[int] = None, num_res_blocks: int = 2) -> None:
+    """Raise ValueError naming the problem when the architecture cannot be built for ``image_size``."""
+    if image_size < 1 or base_channels < 1 or num_res_blocks < 1:
+        raise ValueError("image_size, base_channels and num_res_blocks must be positive")
+    if not channel_mult:
+        raise ValueError("channel_mult is empty")
+    factor = 2 ** (len(channel_mult) - 1)
+    if image_size % factor:
+        raise ValueError(f"image_size {image_size} is not divisible by 2**(len(channel_mult) - 1) = {factor} "
+                         f"(channel_mult {tuple(channel_mult)} has {len(channel_mult)} levels)")
+    level_resolutions = {image_size // 2 ** level: level for level in range(len(channel_mult))}
+    for resolution in attention_resolutions:
+        if resolution not in level_resolutions:
+            raise ValueError(f"attention resolution {resolution} px is not one of the feature-map resolutions "
+                             f"{sorted(level_resolutions, reverse=True)} of a {image_size} px model "
+                             f"(attention_resolutions are given in pixels)")
+    widths = [int(m * base_channels) for m in channel_mult]
+    if min(widths) < 1:
+        raise ValueError(f"channel_mult {tuple(channel_mult)} gives a level with no channels")
+    attention_widths = [widths[level_resolutions[r]] for r in attention_resolutions] + [widths[-1]]
+    for width in attention_widths:
+        if num_head_channels:
+            if width % num_head_channels:
+                raise ValueError(f"{width} channels are not a multiple of num_head_channels={num_head_channels}")
+        elif width % num_heads:
+            raise ValueError(f"{width} channels cannot be split into num_heads={num_heads} heads")
+
+
+class UNet(nn.Module):
+    """ADM UNet. ``forward(x, t, labels=None, perturb_attention=None)`` -> [B, out_channels, H, W].
+
+    Arguments (plain Python values, so a config section maps onto them):
+      image_size: input resolution in pixels (8 ... 256; a power-of-two multiple per channel_mult)
+      in_channels: image channels (3 RGB, 1 grayscale)
+      base_channels: width of the first level (ADM ImageNet-64: 192)
+      channel_mult: width multiplier per level; level k works at image_size / 2**k
+      num_res_blocks: residual blocks per level
+      attention_resolutions: feature-map resolutions IN PIXELS that get self-attention
+      num_heads / num_head_channels: attention heads, or channels per head (wins when set)
+      dropout: in every residual block
+      num_classes: None for an unconditional model; else labels in [0, num_classes], where
+        num_classes is the null token (labels=None also selects it)
+      learn_sigma: output 2 * in_channels channels (eps, raw variance)
+      resblock_updown: BigGAN residual blocks for up/downsampling (else strided conv / nearest+conv)
+      use_scale_shift_norm: AdaGN (else the embedding is added before the norm)
+      middle_attention: self-attention in the middle block (ADM: always)
+      norm_groups: GroupNorm groups (ADM: 32; tiny widths use the largest divisor)
+    ``perturb_attention``: True or a bool tensor [B] - those rows run every self-attention layer
+    with the identity map (attention output = V), for perturbed-attention guidance.
+    """
+
+    def __init__(self, image_size: int, in_channels: int = 3, base_channels: int = 128,
+                 channel_mult: Optional[Sequence[float]] = None, num_res_blocks: int = 2,
+                 attention_resolutions: Sequence[int] = (16,), num_heads: int = 4,
+                 num_head_channels: Optional[int] = None, dropout: float = 0.0, num_classes: Optional[int] = None,
+                 learn_sigma: bool = False, resblock_updown: bool = False, use_scale_shift_norm: bool = True,
+                 middle_attention: bool = True, norm_groups: int = 32):
+        super().__init__()
+        channel_mult = tuple(channel_mult) if channel_mult is not None else default_channel_mult(image_size)
+        validate_unet_config(image_size, base_channels, channel_mult, attention_resolutions, num_heads,
+                             num_head_channels, num_res_blocks)
+        self.image_size, self.in_channels, self.num_classes = image_size, in_channels, num_classes
+        self.learn_sigma = learn_sigma
+        self.out_channels = in_channels * (2 if learn_sigma else 1)
+        self.base_channels = base_channels
+        emb_dim = 4 * base_channels
+        self.time_embed = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes is not None else None
+
+        def res(ch_in, ch_out, up=False, down=False):
+            return ResBlock(ch_in, emb_dim, ch_out, dropout, use_scale_shift_norm, up=up, down=down,
+                            norm_groups=norm_groups)
+
+        def attention(ch):
+            return AttentionBlock(ch, heads_for(ch, num_heads, num_head_channels), norm_groups)
+
+        attention_resolutions = set(attention_resolutions)
+        ch = int(channel_mult[0] * base_channels)
+        first_ch = ch
+        self.input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(in_channels, ch, 3, padding=1))])
+        skip_channels = [ch]
+        resolution = image_size
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers = [res(ch, int(mult * base_channels))]
+                ch = int(mult * base_channels)
+                if resolution in attention_resolutions:
+                    layers.append(attention(ch))
+                self.input_blocks.append(TimestepSequential(*layers))
+                skip_channels.append(ch)
+            if level != len(channel_mult) - 1:
+                down = res(ch, ch, down=True) if resblock_updown else Downsample(ch, use_conv=True)
+                self.input_blocks.append(TimestepSequential(down))
+                skip_channels.append(ch)
+                resolution //= 2
+
+        middle = [res(ch, ch)] + ([attention(ch)] if middle_attention else []) + [res(ch, ch)]
+        self.middle_block = TimestepSequential(*middle)
+
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for i in range(num_res_blocks + 1):
+                layers = [res(ch + skip_channels.pop(), int(mult * base_channels))]
+                ch = int(mult * base_channels)
+                if resolution in attention_resolutions:
+                    layers.append(attention(ch))
+                if level and i == num_res_blocks:
+                    layers.append(res(ch, ch, up=True) if resblock_updown else Upsample(ch, use_conv=True))
+                    resolution *= 2
+                self.output_blocks.append(TimestepSequential(*layers))
+
+        self.out = nn.Sequential(group_norm(first_ch, norm_groups), nn.SiLU(),
+                                 zero_module(nn.Conv2d(first_ch, self.out_channels, 3, padding=1)))
+
+    @property
+    def null_label(self) -> Optional[int]:
+        return self.num_classes
+
+    def embed(self, t: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        emb = self.time_embed(timestep_embedding(t, self.base_channels))
+        if self.label_embed is not None:
+            if labels is None:
+                labels = torch.full_like(t, self.num_classes, dtype=torch.long)
+            emb = emb + self.label_embed(labels.long())
+        elif labels is not None:
+            raise ValueError("this UNet is unconditional (num_classes=None) but labels were given")
+        return emb
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                perturb_attention=None) -> torch.Tensor:
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        emb = self.embed(t, labels).to(x.dtype)
+        skips = []
+        h = x
+        for block in self.input_blocks:
+            h = block(h, emb, perturb_attention)
+            skips.append(h)
+        h = self.middle_block(h, emb, perturb_attention)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, perturb_attention)
+        return self.out(h)
+
+
+def adm_imagenet64_config(num_classes: int = 1000) -> dict:
+    """ADM's class-conditional ImageNet 64x64 model (Dhariwal & Nichol 2021, Table 14 / released
+    flags): 192 channels, mult (1, 2, 3, 4), 3 res blocks, attention at 32, 16 and 8 px with 64
+    channels per head, BigGAN up/down, AdaGN, dropout 0.1, learned sigma. ~296M parameters."""
+    return dict(image_size=64, in_channels=3, base_channels=192, channel_mult=(1, 2, 3, 4), num_res_blocks=3,
+                attention_resolutions=(32, 16, 8), num_head_channels=64, dropout=0.1, num_classes=num_classes,
+                learn_sigma=True, resblock_updown=True, use_scale_shift_norm=True)
+
