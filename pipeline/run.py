@@ -146,7 +146,10 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
             except Exception as exc:
                 print(f"{head}: FAILED after {time.time() - t0:.1f}s: {type(exc).__name__}: {exc}", flush=True)
                 partial = store.partial_dir(inst.name, inst.key)
-                print(f"    partial output kept for resume: {partial.uri}", flush=True)
+                if partial.files():
+                    print(f"    partial output kept for resume: {partial.uri}", flush=True)
+                elif store.has_partial(inst.name, inst.key):
+                    store.fs.delete_dir(partial.path)  # nothing was written: leave no trace
                 if not isinstance(exc, NotImplementedError):
                     traceback.print_exc()
                 raise
