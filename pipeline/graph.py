@@ -236,7 +236,7 @@ def _why_run(inst: Instance, store: Store, problem: str) -> str:
     if problem != "not published (no manifest)":
         if store.output_dir(inst.name, inst.key).exists(""):
             return f"output failed verification ({problem})"
-    resume = " (resuming its partial output)" if store.has_partial(inst.name, inst.key) else ""
+    resume = "; resuming its partial output" if store.has_partial(inst.name, inst.key) else ""
     previous = store.latest_manifest(inst.name, inst.label)
     if previous is None:
         return "no output yet" + resume
