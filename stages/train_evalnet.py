@@ -34,10 +34,7 @@ def run(ctx, cfg, inputs):
                      checkpoint_kimg=ev.checkpoint_kimg, keep_checkpoints=ev.keep_checkpoints)
     ctx.log(f"training EvalNet {arch} on {dataset.num_images('train')} images for {ev.kimg:g} kimg, "
             f"{ev.num_workers} worker(s)")
-    if ctx.out.local_path:
-        result = fit(EvalnetTask(arch), spec, shards.uri, ctx.out.local_path, name=RAY_RUN)
-    else:
-        result = fit(EvalnetTask(arch), spec, shards.uri, ctx.out.path, name=RAY_RUN, filesystem=ctx.out.fs)
+    result = fit(EvalnetTask(arch), spec, shards.uri, ctx.out.local_path or ctx.out.uri, name=RAY_RUN)
     state = result.state
 
     for nimg, loss in state.losses:

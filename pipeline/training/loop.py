@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import posixpath
 import tempfile
 import time
 
@@ -53,6 +54,21 @@ def maybe_crash(crash: WorkerCrash | None, rank: int, nimg: int) -> None:
         os._exit(1)
 
 
+def checkpoint_name(nimg: int) -> str:
+    return f"checkpoint_{nimg:012d}"
+
+
+def write_stop_reason(location: str, reason: str) -> None:
+    """Reports are taken up by the controller asynchronously and may be lost when the loop
+    returns, so the reason for stopping early goes to a file the driver reads."""
+    from pipeline.store import resolve
+
+    fs, path = resolve(location)
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(reason.encode())
+
+
 def train_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -75,6 +91,7 @@ def train_loop(config: dict) -> None:
             state = TrainState.load(directory)
         model.load_state_dict(state.model)
         task.load_state_dict(state.task)
+        state.resumes.append(state.nimg)
     ddp_model = ray.train.torch.prepare_model(model)  # moves `model` in place, wraps it in DDP when world > 1
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
     emas = [copy.deepcopy(model).requires_grad_(False) for _ in spec.ema_decays]
@@ -98,7 +115,8 @@ def train_loop(config: dict) -> None:
         state.task = task.state_dict()
         with tempfile.TemporaryDirectory() as directory:
             state.save(directory)
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
+                             checkpoint_dir_name=checkpoint_name(state.nimg))
 
     total, window, window_start = spec.total_nimg, [], (time.perf_counter(), state.nimg)
     ddp_model.train()
@@ -112,9 +130,11 @@ def train_loop(config: dict) -> None:
         global_loss = mean_across_workers(loss)  # every rank sees the same value, so all stop together
         if not math.isfinite(global_loss):
             step = state.nimg // spec.batch_size + 1
-            report({"nimg": state.nimg, "nonfinite_loss":
-                    f"non-finite loss ({global_loss}) at step {step}, after {state.nimg} images seen; training "
-                    f"stopped, the last good checkpoint (at {last_checkpoint_nimg} images) is kept"}, False)
+            if rank == 0:
+                kept = (f"the last good checkpoint is kept: {checkpoint_name(last_checkpoint_nimg)} "
+                        f"({last_checkpoint_nimg} images)" if last_checkpoint_nimg else "no checkpoint was written yet")
+                write_stop_reason(config["stop_file"], f"non-finite loss ({global_loss}) at step {step}, after "
+                                                       f"{state.nimg} images seen; training stopped, {kept}")
             return
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

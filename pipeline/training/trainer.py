@@ -3,16 +3,17 @@ stage's partial output as storage (so a re-run resumes from its checkpoints), an
 the final training state."""
 from __future__ import annotations
 
+import posixpath
 import time
 from dataclasses import dataclass
-from typing import Optional
-
-import pyarrow.fs as pafs
 
 from pipeline.training.loop import train_loop
 from pipeline.training.spec import TrainSpec
 from pipeline.training.state import TrainState
 from pipeline.training.task import Task
+
+
+STOP_FILE = "stopped_early.txt"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,32 +45,37 @@ def check_resources(spec: TrainSpec) -> None:
             f"{spec.num_workers} GPU training workers need {spec.num_workers} GPUs but the Ray cluster has {gpus:g}")
 
 
-def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train",
-        filesystem: Optional[pafs.FileSystem] = None) -> TrainResult:
-    """Train `task` on the shard directory `data` (path or URI). `storage` (a local path, a URI,
-    or a path in `filesystem`) keeps Ray Train's checkpoints; calling again with the same storage
-    and name resumes from the last one."""
+def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train") -> TrainResult:
+    """Train `task` on the shard directory `data` (path or URI). `storage` (a local path or a
+    URI) keeps Ray Train's checkpoints under `name`; calling again with the same storage and
+    name resumes from the last one."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from pipeline.store import resolve
+
     spec.validate()
     check_resources(spec)
+    run_dir = posixpath.join(storage.rstrip("/"), name)
+    stop_file = posixpath.join(run_dir, STOP_FILE)
+    stop_fs, stop_path = resolve(stop_file)
+    if stop_fs.get_file_info(stop_path).is_file:  # left by an earlier stopped attempt
+        stop_fs.delete_file(stop_path)
     started = time.time()
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"spec": spec, "task": task, "data": data},
+        train_loop_config={"spec": spec, "task": task, "data": data, "stop_file": stop_file},
         scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu),
         run_config=RunConfig(
-            name=name, storage_path=storage, storage_filesystem=filesystem,
+            name=name, storage_path=storage,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),
         ),
     )
     result = trainer.fit()
-    metrics = result.metrics or {}
-    if "nonfinite_loss" in metrics:
-        kept = f" ({result.checkpoint.path})" if result.checkpoint is not None else " (none was written yet)"
-        raise NonFiniteLossError(metrics["nonfinite_loss"] + kept)
+    if stop_fs.get_file_info(stop_path).is_file:
+        with stop_fs.open_input_stream(stop_path) as f:
+            raise NonFiniteLossError(f"{f.read().decode()} in {run_dir}")
     with result.checkpoint.as_directory() as directory:
         state = TrainState.load(directory)
     return TrainResult(state=state, checkpoint_path=result.checkpoint.path, seconds=time.time() - started)
