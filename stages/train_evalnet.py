@@ -19,23 +19,32 @@ STAGE = StageSpec(
 RAY_RUN = "ray_train"  # Ray Train's run directory inside the partial output
 
 
+def train_spec(ev):
+    """The TrainSpec of an `evalnet` config section."""
+    from pipeline.training.spec import TrainSpec
+
+    return TrainSpec(kimg=ev.kimg, batch_size=ev.batch_size, lr=ev.lr, num_workers=ev.num_workers, seed=ev.seed,
+                     warmup_kimg=ev.warmup_kimg, weight_decay=ev.weight_decay, grad_clip=ev.grad_clip,
+                     checkpoint_kimg=ev.checkpoint_kimg, keep_checkpoints=ev.keep_checkpoints)
+
+
 def run(ctx, cfg, inputs):
     from pipeline.data.loader import ShardedDataset
-    from pipeline.training.evalnet import EvalnetArch, EvalnetTask, accuracy, save_evalnet
-    from pipeline.training.spec import TrainSpec
+    from pipeline.training.evalnet import (CONFIG_FILE, WEIGHTS_FILE, EvalnetArch, EvalnetTask, accuracy,
+                                           save_evalnet)
     from pipeline.training.trainer import fit
 
     ev = cfg.evalnet
     shards = inputs["shard"]
     dataset = ShardedDataset(shards.uri)
     arch = EvalnetArch.from_config(ev, in_channels=3, num_classes=dataset.num_classes)
-    spec = TrainSpec(kimg=ev.kimg, batch_size=ev.batch_size, lr=ev.lr, num_workers=ev.num_workers, seed=ev.seed,
-                     warmup_kimg=ev.warmup_kimg, weight_decay=ev.weight_decay, grad_clip=ev.grad_clip,
-                     checkpoint_kimg=ev.checkpoint_kimg, keep_checkpoints=ev.keep_checkpoints)
+    spec = train_spec(ev)
     ctx.log(f"training EvalNet {arch} on {dataset.num_images('train')} images for {ev.kimg:g} kimg, "
             f"{ev.num_workers} worker(s)")
     result = fit(EvalnetTask(arch), spec, shards.uri, ctx.out.local_path or ctx.out.uri, name=RAY_RUN)
     state = result.state
+    if state.resumes:
+        ctx.log(f"resumed from checkpoints at {state.resumes} images seen")
 
     for nimg, loss in state.losses:
         ctx.log_metrics({"train_loss": loss}, step=nimg)
@@ -53,13 +62,15 @@ def run(ctx, cfg, inputs):
 
     save_evalnet(ctx.out, model, arch)
     ctx.out.delete(RAY_RUN)  # checkpoints were for resuming; the output is the final weights
-    ctx.log_artifact(_local_copy(ctx, "evalnet.json"))
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        ctx.log_artifact(_local_copy(ctx, name))
     images_per_s = [r["images_per_s"] for r in state.records]
     return {
         "val_accuracy": val_accuracy, "train_accuracy": train_accuracy, "num_val": num_val,
         "nimg": state.nimg, "final_loss": state.losses[-1][1] if state.losses else None,
         "images_per_s": sum(images_per_s) / len(images_per_s) if images_per_s else None,
         "train_seconds": round(result.seconds, 2), "num_workers": ev.num_workers, "seed": ev.seed,
+        "resumed_from_nimg": state.resumes,
     }
 
 

@@ -8,6 +8,7 @@ import copy
 import math
 import os
 import posixpath
+import re
 import tempfile
 import time
 
@@ -16,7 +17,7 @@ import torch.distributed as dist
 
 from pipeline.training.seeding import step_generator
 from pipeline.training.spec import TrainSpec, WorkerCrash
-from pipeline.training.state import TrainState
+from pipeline.training.state import STATE_FILE, TrainState
 from pipeline.training.task import Task
 
 
@@ -58,6 +59,30 @@ def checkpoint_name(nimg: int) -> str:
     return f"checkpoint_{nimg:012d}"
 
 
+def newest_state(run_dir: str) -> TrainState | None:
+    """The state of the newest readable checkpoint in the run directory.
+
+    Ray Train takes up reports asynchronously, so when a worker or the driver dies shortly
+    after a checkpoint was written, Ray may resume from an older one (or, after the driver
+    died, from none). Checkpoints are named by images seen, so the newest is found by name;
+    one that cannot be read (cut short while being copied) is skipped."""
+    import pyarrow.fs as pafs
+
+    from pipeline.store import resolve
+
+    fs, path = resolve(run_dir)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    names = sorted((i.base_name for i in infos if i.type == pafs.FileType.Directory
+                    and re.fullmatch(r"checkpoint_\d{12}", i.base_name)), reverse=True)
+    for name in names:
+        try:
+            with fs.open_input_stream(posixpath.join(path, name, STATE_FILE)) as f:
+                return TrainState.from_bytes(f.read())
+        except Exception:  # incomplete copy: try the previous one
+            continue
+    return None
+
+
 def write_stop_reason(location: str, reason: str) -> None:
     """Reports are taken up by the controller asynchronously and may be lost when the loop
     returns, so the reason for stopping early goes to a file the driver reads."""
@@ -84,18 +109,21 @@ def train_loop(config: dict) -> None:
 
     torch.manual_seed(spec.seed)
     model = task.build_model()
-    state = TrainState()
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
+    state = newest_state(config["run_dir"])
+    if state is None and ray.train.get_checkpoint() is not None:
+        with ray.train.get_checkpoint().as_directory() as directory:
             state = TrainState.load(directory)
+    resuming = state is not None
+    if not resuming:
+        state = TrainState()
+    else:
         model.load_state_dict(state.model)
         task.load_state_dict(state.task)
         state.resumes.append(state.nimg)
     ddp_model = ray.train.torch.prepare_model(model)  # moves `model` in place, wraps it in DDP when world > 1
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
     emas = [copy.deepcopy(model).requires_grad_(False) for _ in spec.ema_decays]
-    if checkpoint is not None:
+    if resuming:
         optimizer.load_state_dict(state.optimizer)
         for ema, saved in zip(emas, state.ema):
             ema.load_state_dict(saved)

@@ -3,6 +3,7 @@ history so far and the task's extra state. No RNG state: step randomness is deri
 (seed, rank, images seen). Saved by rank 0, loaded with weights_only=True."""
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,5 +31,10 @@ class TrainState:
 
     @classmethod
     def load(cls, directory: str) -> "TrainState":
-        raw: dict[str, Any] = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
+        with open(os.path.join(directory, STATE_FILE), "rb") as f:
+            return cls.from_bytes(f.read())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "TrainState":
+        raw: dict[str, Any] = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         return cls(**raw)

@@ -7,7 +7,7 @@ import posixpath
 import time
 from dataclasses import dataclass
 
-from pipeline.training.loop import train_loop
+from pipeline.training.loop import checkpoint_name, newest_state, train_loop
 from pipeline.training.spec import TrainSpec
 from pipeline.training.state import TrainState
 from pipeline.training.task import Task
@@ -64,7 +64,8 @@ def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train
     started = time.time()
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"spec": spec, "task": task, "data": data, "stop_file": stop_file},
+        train_loop_config={"spec": spec, "task": task, "data": data, "run_dir": run_dir,
+                           "stop_file": stop_file},
         scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu),
         run_config=RunConfig(
             name=name, storage_path=storage,
@@ -72,10 +73,12 @@ def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train
             checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),
         ),
     )
-    result = trainer.fit()
+    trainer.fit()
     if stop_fs.get_file_info(stop_path).is_file:
         with stop_fs.open_input_stream(stop_path) as f:
             raise NonFiniteLossError(f"{f.read().decode()} in {run_dir}")
-    with result.checkpoint.as_directory() as directory:
-        state = TrainState.load(directory)
-    return TrainResult(state=state, checkpoint_path=result.checkpoint.path, seconds=time.time() - started)
+    state = newest_state(run_dir)  # the final checkpoint, whether or not Ray has taken up its report yet
+    if state is None or state.nimg < spec.total_nimg:
+        raise RuntimeError(f"training ended without its final checkpoint in {run_dir}")
+    return TrainResult(state=state, checkpoint_path=posixpath.join(run_dir, checkpoint_name(state.nimg)),
+                       seconds=time.time() - started)

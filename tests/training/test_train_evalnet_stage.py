@@ -1,8 +1,11 @@
 """train_evalnet through the real runner on digits (the shard stage runs first)."""
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -15,6 +18,8 @@ def _output(workdir, stage):
 
 LOAD_WITHOUT_RAY = """
 import sys
+
+import pytest
 sys.modules["ray"] = None  # any import of ray now fails
 from pipeline.training.evalnet import load_evalnet, accuracy
 model = load_evalnet(sys.argv[1])
@@ -49,3 +54,37 @@ def test_more_workers_than_cpus_fails_the_stage_clearly(run_pipeline, capsys):
     assert run_pipeline("--stages", "train_evalnet", "--set", "evalnet.num_workers=4") == 1
     printed = capsys.readouterr().out
     assert "NotEnoughResourcesError: 4 training workers need 4 CPUs (one each) but the Ray cluster has 2" in printed
+
+
+@pytest.mark.slow
+def test_interrupted_stage_resumes_from_its_checkpoints(run_pipeline, workdir):
+    """A first attempt dies at ~15 kimg, leaving checkpoints in the partial output; the re-run
+    goes on from the last one."""
+    from ray.train import WorkerGroupError
+
+    from pipeline.config import load_config
+    from pipeline.graph import build_instances, load_stages
+    from pipeline.store import Store
+    from pipeline.training.evalnet import EvalnetArch, EvalnetTask
+    from pipeline.training.spec import WorkerCrash
+    from pipeline.training.trainer import fit
+    from stages.train_evalnet import RAY_RUN, train_spec
+    from tests.conftest import isolated_overrides
+
+    assert run_pipeline("--stages", "shard") == 0
+    config = load_config(None, isolated_overrides(workdir)[1::2])
+    store = Store(config.store.root)
+    [inst] = [i for i in build_instances(load_stages(), config) if i.name == "train_evalnet"]
+    partial = store.begin(inst.name, inst.key)
+    spec = train_spec(config.evalnet)
+    crashing = dataclasses.replace(spec, max_failures=0,
+                                   crash=WorkerCrash(rank=0, after_nimg=15000, marker=str(workdir / "crashed")))
+    arch = EvalnetArch.from_config(config.evalnet, in_channels=3, num_classes=10)
+    with pytest.raises(WorkerGroupError):
+        fit(EvalnetTask(arch), crashing, str(_output(workdir, "shard")), partial.local_path, name=RAY_RUN)
+
+    assert run_pipeline("--stages", "train_evalnet") == 0
+    summary = json.loads((_output(workdir, "train_evalnet") / "_MANIFEST.json").read_text())["summary"]
+    [resumed_at] = summary["resumed_from_nimg"]
+    assert resumed_at == 10112  # the only checkpoint before the crash (every 10 kimg, batch 128)
+    assert summary["val_accuracy"] >= 0.95
