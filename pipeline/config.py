@@ -560,6 +560,11 @@ def _check_cross_section(c: Config, origins: _Origins) -> None:
             fail(f"{section}.batch_size", s.batch_size,
                  f"the global batch must split evenly over {section}.num_workers = {s.num_workers}")
 
+    ratio, rest = divmod(c.evalnet.feature_dim, c.evalnet.width)
+    if rest or ratio & (ratio - 1):
+        fail("evalnet.feature_dim", c.evalnet.feature_dim,
+             f"must be evalnet.width = {c.evalnet.width} times a power of 2 (each stage doubles the width)")
+
     # sample
     if c.sample.steps > c.diffusion.timesteps:
         fail("sample.steps", c.sample.steps, f"more than diffusion.timesteps = {c.diffusion.timesteps}")
