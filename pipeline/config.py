@@ -164,13 +164,18 @@ class ClassifierConfig:
 class EvalnetConfig:
     """Clean evaluation classifier: the offline feature space for metrics."""
 
-    width: int = _field(64, ge=8)
-    depth: int = _field(2, ge=1)
-    feature_dim: int = _field(128, ge=8)
-    kimg: float = _field(60.0, gt=0)
-    batch_size: int = _field(128, ge=1)
-    lr: float = _field(1e-3, gt=0, le=1.0)
-    num_workers: int = _field(1, ge=1)
+    width: int = _field(32, ge=8, doc="channels of the first stage")
+    depth: int = _field(1, ge=1, doc="residual blocks per stage")
+    feature_dim: int = _field(64, ge=8, doc="width * 2**(stages - 1): sets the number of stages")
+    kimg: float = _field(30.0, gt=0)
+    batch_size: int = _field(128, ge=1, doc="global batch in images, across workers")
+    lr: float = _field(2e-3, gt=0, le=1.0)
+    warmup_kimg: float = _field(2.0, ge=0)
+    weight_decay: float = _field(1e-4, ge=0)
+    grad_clip: float = _field(5.0, gt=0)
+    checkpoint_kimg: float = _field(10.0, gt=0)
+    keep_checkpoints: int = _field(2, ge=1)
+    num_workers: int = _field(2, ge=1)
     seed: int = _field(2, ge=0)
 
 
@@ -554,6 +559,11 @@ def _check_cross_section(c: Config, origins: _Origins) -> None:
         if s.batch_size % s.num_workers:
             fail(f"{section}.batch_size", s.batch_size,
                  f"the global batch must split evenly over {section}.num_workers = {s.num_workers}")
+
+    ratio, rest = divmod(c.evalnet.feature_dim, c.evalnet.width)
+    if rest or ratio & (ratio - 1):
+        fail("evalnet.feature_dim", c.evalnet.feature_dim,
+             f"must be evalnet.width = {c.evalnet.width} times a power of 2 (each stage doubles the width)")
 
     # sample
     if c.sample.steps > c.diffusion.timesteps:

@@ -33,6 +33,7 @@ BAD_CONFIGS = [
     (["diffusion.schedule=quadratic"], "diffusion.schedule = 'quadratic'", "must be one of 'linear', 'cosine', 'lambda'"),
     (["diffusion.loss=hybrid"], "diffusion.loss = 'hybrid'", "set model.learn_sigma: true"),
     (["train.batch_size=127"], "train.batch_size = 127", "split evenly over train.num_workers = 2"),
+    (["evalnet.feature_dim=96"], "evalnet.feature_dim = 96", "evalnet.width = 32 times a power of 2"),
     (["sample.p_uncond=0.3"], "sample.p_uncond = 0.3", "no model is trained with it"),
     (["sweep.w=[0,-1]"], "sweep.w[1] = -1.0", "non-negative"),
     (["data.source=imagefolder"], "data.path = None", "needs a dataset path"),

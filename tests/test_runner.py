@@ -57,11 +57,11 @@ def test_cache_hit_miss_and_exact_invalidation(fake, workdir):
     assert code == 0 and ran(plan) == {"train[p_uncond=0.1]", "train[p_uncond=0.2]", "report"}
     assert "changed: train.lr 0.0002 -> 0.001" in out
 
-    code, plan, _ = fake("--set", "train.lr=0.001", "--set", "evalnet.width=32")
+    code, plan, _ = fake("--set", "train.lr=0.001", "--set", "evalnet.width=16")
     assert ran(plan) == {"evalnet", "report"}
 
     # Adding a p_uncond value trains only the new model.
-    code, plan, _ = fake("--set", "train.lr=0.001", "--set", "evalnet.width=32",
+    code, plan, _ = fake("--set", "train.lr=0.001", "--set", "evalnet.width=16",
                          "--set", "train.p_uncond=[0.1,0.2,0.5]", "--set", "sample.p_uncond=0.1")
     assert ran(plan) == {"train[p_uncond=0.5]", "report"}
 

@@ -1,0 +1,84 @@
+"""The driver side: check the cluster can hold the workers, run the TorchTrainer with the
+stage's partial output as storage (so a re-run resumes from its checkpoints), and hand back
+the final training state."""
+from __future__ import annotations
+
+import posixpath
+import time
+from dataclasses import dataclass
+
+from pipeline.training.loop import checkpoint_name, newest_state, train_loop
+from pipeline.training.spec import TrainSpec
+from pipeline.training.state import TrainState
+from pipeline.training.task import Task
+
+
+STOP_FILE = "stopped_early.txt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and images seen."""
+
+
+class NotEnoughResourcesError(RuntimeError):
+    """More training workers than the Ray cluster can place."""
+
+
+@dataclass
+class TrainResult:
+    state: TrainState          # final model, EMA, optimizer, per-step losses, periodic records
+    checkpoint_path: str       # where Ray Train keeps the final checkpoint
+    seconds: float
+
+
+def check_resources(spec: TrainSpec) -> None:
+    import ray
+
+    have = ray.cluster_resources()
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    if cpus < spec.num_workers:
+        raise NotEnoughResourcesError(
+            f"{spec.num_workers} training workers need {spec.num_workers} CPUs (one each) but the Ray cluster has "
+            f"{cpus:g}: lower num_workers or add nodes")
+    if spec.use_gpu and gpus < spec.num_workers:
+        raise NotEnoughResourcesError(
+            f"{spec.num_workers} GPU training workers need {spec.num_workers} GPUs but the Ray cluster has {gpus:g}")
+
+
+def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train") -> TrainResult:
+    """Train `task` on the shard directory `data` (path or URI). `storage` (a local path or a
+    URI) keeps Ray Train's checkpoints under `name`; calling again with the same storage and
+    name resumes from the last one."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipeline.store import resolve
+
+    spec.validate()
+    check_resources(spec)
+    run_dir = posixpath.join(storage.rstrip("/"), name)
+    stop_file = posixpath.join(run_dir, STOP_FILE)
+    stop_fs, stop_path = resolve(stop_file)
+    if stop_fs.get_file_info(stop_path).is_file:  # left by an earlier stopped attempt
+        stop_fs.delete_file(stop_path)
+    started = time.time()
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"spec": spec, "task": task, "data": data, "run_dir": run_dir,
+                           "stop_file": stop_file},
+        scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu),
+        run_config=RunConfig(
+            name=name, storage_path=storage,
+            failure_config=FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+        ),
+    )
+    trainer.fit()
+    if stop_fs.get_file_info(stop_path).is_file:
+        with stop_fs.open_input_stream(stop_path) as f:
+            raise NonFiniteLossError(f"{f.read().decode()} in {run_dir}")
+    state = newest_state(run_dir)  # the final checkpoint, whether or not Ray has taken up its report yet
+    if state is None or state.nimg < spec.total_nimg:
+        raise RuntimeError(f"training ended without its final checkpoint in {run_dir}")
+    return TrainResult(state=state, checkpoint_path=posixpath.join(run_dir, checkpoint_name(state.nimg)),
+                       seconds=time.time() - started)
