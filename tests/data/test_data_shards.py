@@ -84,6 +84,16 @@ def test_rerun_gives_byte_identical_shards(kaggle_tree, tmp_path):
     assert (tmp_path / "a" / "shards.parquet").read_bytes() == (tmp_path / "b" / "shards.parquet").read_bytes()
 
 
+def test_shards_do_not_depend_on_where_the_dataset_lives(kaggle_tree, tmp_path):
+    moved = tmp_path / "elsewhere" / "imagenet"
+    shutil.copytree(kaggle_tree, moved)
+    _build(list_source("imagenet_kaggle", kaggle_tree), tmp_path / "a")
+    _build(list_source("imagenet_kaggle", str(moved)), tmp_path / "b")
+    assert _sha(tmp_path / "a") == _sha(tmp_path / "b")
+    for parquet in ("shards.parquet", "errors.parquet"):
+        assert (tmp_path / "a" / parquet).read_bytes() == (tmp_path / "b" / parquet).read_bytes()
+
+
 def test_shards_mix_classes_and_plan_is_independent_of_order(kaggle_tree):
     listing = list_source("imagenet_kaggle", kaggle_tree)
     plans = plan_shards(listing.records, 10, seed=0)

@@ -1,6 +1,7 @@
 """What every source returns, and the dispatcher from a source name to its reader."""
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -43,6 +44,18 @@ def seeded_val_split(records: list[Record], val_fraction: float, seed: int) -> l
             split = "val" if i in val else "train"
             out.append(Record(r.key, r.label, r.wnid, split, r.locator, r.origin))
     return out
+
+
+def relative_origins(listing: Listing, root: str) -> None:
+    """Origins relative to the dataset root (which the stage's key records), so the shards'
+    bytes and the error report do not depend on where the dataset is mounted."""
+    prefix = root.rstrip("/") + "/"
+
+    def relative(origin: str) -> str:
+        return origin[len(prefix):] if origin.startswith(prefix) else origin
+
+    listing.records = [dataclasses.replace(r, origin=relative(r.origin)) for r in listing.records]
+    listing.errors = [dataclasses.replace(e, origin=relative(e.origin)) for e in listing.errors]
 
 
 def cap_per_class(records: list[Record], max_per_class: int | None) -> list[Record]:
@@ -97,6 +110,7 @@ def list_source(
             from pipeline.data.sources.parquet import list_parquet
 
             listing = list_parquet(filesystem, path)
+        relative_origins(listing, path)
     listing.records = cap_per_class(listing.records, max_images_per_class)
     listing.records.sort(key=lambda r: (r.split, r.key))
     keys = [r.key for r in listing.records]
