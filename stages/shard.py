@@ -12,7 +12,7 @@ from pipeline.graph import StageSpec
 
 STAGE = StageSpec(
     name="shard",
-    version="1",
+    version="2",
     reads=("data",),
     inputs=(),
     description="Real images -> verified WebDataset shards (train/val), in parallel on Ray.",
