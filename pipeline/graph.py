@@ -8,7 +8,6 @@ were.
 """
 from __future__ import annotations
 
-import copy
 import importlib
 import itertools
 from dataclasses import dataclass, field
@@ -135,8 +134,7 @@ def _variants(spec: StageSpec, config: Config) -> list[dict[str, Any]]:
 
 
 def _hashed_sections(spec: StageSpec, config: Config, variant: dict[str, Any]) -> dict:
-    sections = {name: config.section(name) for name in spec.reads}
-    sections = copy.deepcopy(sections)
+    sections = {name: config.section(name) for name in spec.reads}  # fresh dicts: safe to edit
     for key, value in variant.items():
         section, attr = key.split(".", 1)
         sections[section][attr] = value

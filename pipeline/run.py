@@ -89,10 +89,11 @@ class StageContext:
         self.tracker.log_artifact(local_path, artifact_path)
 
 
-def _open_inputs(inst: Instance, store: Store) -> dict[str, Any]:
+def _inputs_of(inst: Instance, outputs: dict[str, Output]) -> dict[str, Any]:
+    """The stage's inputs from the outputs already opened (cached) or published this run."""
     inputs: dict[str, Any] = {}
     for dep, dep_instances in inst.inputs.items():
-        opened = {d.label: store.open(d.name, d.key) for d in dep_instances}
+        opened = {d.label: outputs[d.label] for d in dep_instances}
         fanned = bool(dep_instances[0].stage.spec.fan_out)
         inputs[dep] = opened if fanned else next(iter(opened.values()))
     return inputs
@@ -123,7 +124,8 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
     keys = {i.label: i.key for i in plan.instances if i.status != "skip"}
     started = time.time()
     outputs: dict[str, Output] = {}
-    with tracker.pipeline_run(config, config_path, keys) as parent:
+    producer = tracking.git_state()
+    with tracker.pipeline_run(config, config_path, keys, git=producer) as parent:
         parent.log_config(config)
         parent.log_text(plan.format(store.root_uri), "plan.txt")
         if plan.to_run():
@@ -142,7 +144,8 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
             print(f"{head}: running ({inst.reason})", flush=True)
             t0 = time.time()
             try:
-                outputs[inst.label] = _run_instance(inst, config, store, tracker, parent.run_id)
+                outputs[inst.label] = _run_instance(inst, _inputs_of(inst, outputs), config, store, tracker,
+                                                     parent.run_id, producer)
             except Exception as exc:
                 print(f"{head}: FAILED after {time.time() - t0:.1f}s: {type(exc).__name__}: {exc}", flush=True)
                 partial = store.partial_dir(inst.name, inst.key)
@@ -159,23 +162,21 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
     return 0
 
 
-def _run_instance(inst: Instance, config: Config, store: Store, tracker, parent_id: str) -> Output:
+def _run_instance(inst: Instance, inputs: dict[str, Any], config: Config, store: Store, tracker, parent_id: str,
+                  producer: dict[str, str]) -> Output:
     forced = inst.reason.startswith("forced")
     tags = {"pipeline.stage": inst.name, "pipeline.stage_version": inst.stage.spec.version,
             "store.key": inst.key, **{f"variant.{k}": v for k, v in inst.variant.items()}}
     with tracker.run(inst.label, tags, parent=parent_id) as stage_log:
-        inputs = _open_inputs(inst, store)
         stage_log.set_tags({f"store.input.{label}": out.key for dep in inputs.values()
                             for label, out in (dep.items() if isinstance(dep, dict) else [(dep.stage, dep)])})
         partial = store.begin(inst.name, inst.key, fresh=forced)
         ctx = StageContext(inst.label, inst.key, inst.variant, partial, stage_log, store)
         summary = inst.stage.run(ctx, config, inputs) or {}
-        from pipeline.tracking import git_state
-
         output = store.publish(inst.name, inst.key, {
             "label": inst.label, "version": inst.stage.spec.version, "variant": inst.variant,
             "material": inst.material, "summary": summary,
-            "producer": {"mlflow_run_id": stage_log.run_id, **git_state()},
+            "producer": {"mlflow_run_id": stage_log.run_id, **producer},
         }, replace=forced)
         stage_log.set_tags({"store.uri": output.uri, "store.total_bytes": output.manifest["total_bytes"]})
         stage_log.log_dict(summary, "summary.json")

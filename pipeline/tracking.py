@@ -161,11 +161,12 @@ class Tracker:
         else:
             self.client.set_terminated(run.info.run_id, status="FINISHED")
 
-    def pipeline_run(self, config: Config, config_path: str, keys: dict[str, str]):
+    def pipeline_run(self, config: Config, config_path: str, keys: dict[str, str],
+                     git: Optional[dict[str, str]] = None):
         tags = {
             "pipeline.config_hash": config.hash(),
             "pipeline.config_file": config_path,
-            **{f"pipeline.{k}": v for k, v in git_state().items()},
+            **{f"pipeline.{k}": v for k, v in (git or git_state()).items()},
             **{f"version.{k}": v for k, v in package_versions().items()},
             **{f"store.key.{label}": key for label, key in keys.items()},
             "store.root": config.store.root,
