@@ -57,6 +57,21 @@ def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
     return t.detach().to("cpu", torch.float32).reshape(t.shape[0], -1).numpy()
 
 
+def run_batched(network: Callable, preprocess: Callable, images, batch_size: int,
+                feature_dim: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(features, logits or None) of `network(preprocess(batch))` over `images`, in batches."""
+    x_all = to_nhwc_rgb_uint8(images)
+    feats, logits = [], []
+    with torch.inference_mode():
+        for start in range(0, x_all.shape[0], batch_size):
+            f, lg = split_output(network(preprocess(x_all[start:start + batch_size])))
+            feats.append(_numpy(f))
+            logits.append(_numpy(lg))
+    have_logits = bool(logits) and all(lg is not None for lg in logits)
+    return (np.concatenate(feats) if feats else np.zeros((0, feature_dim), np.float32),
+            np.concatenate(logits) if have_logits else None)
+
+
 class TorchModuleExtractor:
     """Wraps a torch module whose forward returns (penultimate features, logits).
 
@@ -104,18 +119,10 @@ class TorchModuleExtractor:
         return x
 
     def __call__(self, images) -> tuple[np.ndarray, np.ndarray | None]:
-        x_all = to_nhwc_rgb_uint8(images)
-        feats, logits = [], []
-        with torch.inference_mode():
-            for start in range(0, x_all.shape[0], self.batch_size):
-                f, lg = split_output(self.module(self.preprocess(x_all[start:start + self.batch_size])))
-                feats.append(_numpy(f))
-                logits.append(_numpy(lg))
-        if self._feature_dim is None and feats:
-            self._feature_dim = int(feats[0].shape[1])
-        have_logits = bool(logits) and all(lg is not None for lg in logits)
-        return (np.concatenate(feats) if feats else np.zeros((0, self._feature_dim or 0), np.float32),
-                np.concatenate(logits) if have_logits else None)
+        feats, logits = run_batched(self.module, self.preprocess, images, self.batch_size, self._feature_dim or 0)
+        if self._feature_dim is None and len(feats):
+            self._feature_dim = int(feats.shape[1])
+        return feats, logits
 
 
 def clean_resizer(size: int = 299) -> Callable[[np.ndarray], np.ndarray]:
@@ -153,13 +160,4 @@ class CleanResizeExtractor:
         return torch.from_numpy(resized).permute(0, 3, 1, 2).contiguous().to(self.device)
 
     def __call__(self, images) -> tuple[np.ndarray, np.ndarray | None]:
-        x_all = to_nhwc_rgb_uint8(images)
-        feats, logits = [], []
-        with torch.inference_mode():
-            for start in range(0, x_all.shape[0], self.batch_size):
-                f, lg = split_output(self.network(self.preprocess(x_all[start:start + self.batch_size])))
-                feats.append(_numpy(f))
-                logits.append(_numpy(lg))
-        have_logits = bool(logits) and all(lg is not None for lg in logits)
-        return (np.concatenate(feats) if feats else np.zeros((0, self.feature_dim), np.float32),
-                np.concatenate(logits) if have_logits else None)
+        return run_batched(self.network, self.preprocess, images, self.batch_size, self.feature_dim)
