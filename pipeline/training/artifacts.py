@@ -1,0 +1,144 @@
+"""The final models of the training stages on disk, loadable with torch alone (no Ray).
+
+A diffusion model is `<dir>/model.pt` (a UNet state_dict, the EMA weights) and
+`<dir>/model.json`:
+
+    {"unet": {UNet constructor arguments}, "diffusion": {"timesteps", "schedule",
+     "lambda_min", "lambda_max", "loss"}, "p_uncond": float, "ema_decay": float | null,
+     "nimg": int, "role": "main" | "guide"}
+
+The autoguidance guide of a train_diffusion output lives in its `guide/` subdirectory in the
+same format. A noisy classifier is `<dir>/classifier.pt` + `<dir>/classifier.json`
+({"classifier": NoisyClassifier constructor arguments, "diffusion": {...}, "nimg": int}).
+Weights are read with `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from pipeline.diffusion.schedules import Schedule, make_schedule
+from pipeline.nets.classifier import NoisyClassifier
+from pipeline.nets.unet import UNet
+
+MODEL_WEIGHTS, MODEL_CONFIG = "model.pt", "model.json"
+CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG = "classifier.pt", "classifier.json"
+GUIDE_DIR = "guide"
+SCHEDULE_NAMES = {"linear": "linear", "cosine": "cosine", "lambda": "cfg_logsnr"}  # config name -> make_schedule
+
+
+def schedule_from(diffusion: dict[str, Any]) -> Schedule:
+    """The training noise schedule of a `diffusion` config section (as a dict)."""
+    kind = diffusion["schedule"]
+    if kind not in SCHEDULE_NAMES:
+        raise ValueError(f"diffusion.schedule = {kind!r}: expected one of {sorted(SCHEDULE_NAMES)}")
+    kwargs = ({"lambda_min": diffusion["lambda_min"], "lambda_max": diffusion["lambda_max"]}
+              if kind == "lambda" else {})
+    return make_schedule(SCHEDULE_NAMES[kind], int(diffusion["timesteps"]), **kwargs)
+
+
+def diffusion_dict(cfg_diffusion) -> dict[str, Any]:
+    """The parts of the `diffusion` config section a trained model depends on."""
+    return {k: getattr(cfg_diffusion, k) for k in ("timesteps", "schedule", "lambda_min", "lambda_max", "loss")}
+
+
+@dataclass
+class DiffusionModel:
+    net: UNet                 # in eval mode
+    schedule: Schedule        # the full training schedule (respace it for sampling)
+    meta: dict[str, Any] = field(default_factory=dict)  # model.json as read
+
+    @property
+    def learned_sigma(self) -> bool:
+        return bool(self.net.learn_sigma)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.net.num_classes)
+
+    @property
+    def null_label(self) -> int:
+        return int(self.net.null_label)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.net.image_size)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.net.in_channels)
+
+    @property
+    def p_uncond(self) -> Optional[float]:
+        return self.meta.get("p_uncond")
+
+
+def _write(directory, name: str, state_dict: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    directory.write_bytes(name, buffer.getvalue())
+
+
+def _read_json(location: str, name: str) -> dict:
+    from pipeline.store import resolve
+
+    fs, root = resolve(location)
+    path = posixpath.join(root, name)
+    if not fs.get_file_info(path).is_file:
+        raise FileNotFoundError(f"{location}: no {name}; is this the output of a training stage?")
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read())
+
+
+def _read_weights(location: str, name: str, device) -> dict:
+    from pipeline.store import resolve
+
+    fs, root = resolve(location)
+    with fs.open_input_stream(posixpath.join(root, name)) as f:
+        return torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
+
+
+def save_diffusion(directory, state_dict: dict, unet_kwargs: dict[str, Any], diffusion: dict[str, Any],
+                   **meta: Any) -> None:
+    """Write a diffusion model into a store Directory (pipeline.store); `meta` adds p_uncond,
+    ema_decay, nimg, role, ..."""
+    _write(directory, MODEL_WEIGHTS, state_dict)
+    directory.write_json(MODEL_CONFIG, {"unet": dict(unet_kwargs), "diffusion": dict(diffusion), **meta})
+
+
+def load_diffusion(location: str, device: str | torch.device = "cpu") -> DiffusionModel:
+    """A diffusion model written by `save_diffusion` (a local path or store URI)."""
+    meta = _read_json(location, MODEL_CONFIG)
+    net = UNet(**meta["unet"])
+    net.load_state_dict(_read_weights(location, MODEL_WEIGHTS, device))
+    return DiffusionModel(net=net.to(device).eval(), schedule=schedule_from(meta["diffusion"]), meta=meta)
+
+
+def guide_location(location: str) -> str:
+    return posixpath.join(location.rstrip("/"), GUIDE_DIR)
+
+
+def load_guide(location: str, device: str | torch.device = "cpu") -> DiffusionModel:
+    """The autoguidance guide stored beside the main model of a train_diffusion output."""
+    return load_diffusion(guide_location(location), device)
+
+
+def save_classifier(directory, state_dict: dict, classifier_kwargs: dict[str, Any], diffusion: dict[str, Any],
+                    **meta: Any) -> None:
+    _write(directory, CLASSIFIER_WEIGHTS, state_dict)
+    directory.write_json(CLASSIFIER_CONFIG, {"classifier": dict(classifier_kwargs), "diffusion": dict(diffusion),
+                                             **meta})
+
+
+def load_classifier(location: str, device: str | torch.device = "cpu") -> NoisyClassifier:
+    """The noisy classifier written by `save_classifier`, in eval mode: forward(x_t, t) -> logits."""
+    meta = _read_json(location, CLASSIFIER_CONFIG)
+    net = NoisyClassifier(**meta["classifier"])
+    net.load_state_dict(_read_weights(location, CLASSIFIER_WEIGHTS, device))
+    net.meta = meta
+    return net.to(device).eval()
