@@ -80,6 +80,14 @@ def missing_chunks(directory, plans: list[ChunkPlan]) -> list[ChunkPlan]:
     return [p for p in plans if p.name not in present]
 
 
+def remove_temporaries(directory) -> int:
+    """Delete the temporary files an interrupted write left (``<name>.tmp-<id>``); returns how many."""
+    stale = [name for name in directory.listdir() if ".tmp-" in name]
+    for name in stale:
+        directory.delete(name)
+    return len(stale)
+
+
 def iter_chunks(directory, plans: list[ChunkPlan]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(images, labels, indices) of every chunk, in index order, one chunk in memory at a time."""
     for plan in plans:
