@@ -19,7 +19,7 @@ import tempfile
 from typing import Any, Iterable, Mapping, Optional
 
 from pipeline.metrics import (FeatureStats, InceptionWeightsMissing, TorchModuleExtractor, batches_from_arrays,
-                              evaluate_samples, inception_extractor)
+                              compute_feature_stats, evaluate_samples, inception_extractor)
 
 REFERENCE_INDEX = "reference.json"
 KEEP_FEATURES = 10_000   # features kept for KID and precision/recall (the rest only feed mean/cov)
@@ -111,6 +111,30 @@ def make_extractors(eval_cfg, evalnet_location: Optional[str], device: str = "cp
     if not extractors:
         raise ValueError("no feature extractor is available: " + " ".join(notes))
     return extractors, notes
+
+
+def reference_batches(shard_location: str, split: str = "train", batch_size: int = 500,
+                      limit: Optional[int] = None) -> Iterable:
+    """(uint8 images, labels) batches of the first ``limit`` images (None: all) of a shard split,
+    in the shards' order (one ordered pass, pipeline.data.loader)."""
+    from pipeline.data.loader import StreamSpec, make_loader
+
+    seen = 0
+    spec = StreamSpec(split=split, batch_size=batch_size, infinite=False, dtype="uint8")
+    for images, labels in make_loader(shard_location, spec):
+        if limit is not None and seen + len(labels) > limit:
+            images, labels = images[: limit - seen], labels[: limit - seen]
+        if len(labels):
+            yield images, labels
+        seen += len(labels)
+        if limit is not None and seen >= limit:
+            return
+
+
+def reference_stats(extractors: list, batches: Iterable) -> dict[str, FeatureStats]:
+    """FeatureStats of the real images per extractor: mean, covariance, N and KEEP_FEATURES kept
+    features (for KID and precision/recall), with the same subsample rule as the samples'."""
+    return compute_feature_stats(extractors, batches, keep=KEEP_FEATURES, seed=METRICS_SEED)
 
 
 def score_batches(batches: Iterable, extractors: list, references: Mapping[str, FeatureStats], eval_cfg,

@@ -97,26 +97,43 @@ def train_classifier_briefly(net: torch.nn.Module, steps: int, seed: int = 0) ->
     return net.eval()
 
 
-def save_tiny_models(root, p_uncond: float = P_UNCOND, seed: int = 0) -> dict[str, str]:
-    """{"diffusion": dir, "classifier": dir, "evalnet": dir} under ``root``."""
-    from pipeline.nets.classifier import NoisyClassifier
+def write_diffusion(out: Directory, p_uncond: float = P_UNCOND, seed: int = 0) -> None:
+    """A train_diffusion output: the main model and its autoguidance guide in guide/."""
     from pipeline.nets.unet import UNet
-    from pipeline.training.artifacts import save_classifier, save_diffusion
+    from pipeline.training.artifacts import GUIDE_DIR, save_diffusion
+
+    save_diffusion(out, train_briefly(UNet(**UNET), 60, p_uncond, seed).state_dict(), UNET, DIFFUSION,
+                   p_uncond=p_uncond, nimg=60 * 32, role="main")
+    guide = Directory(out.fs, out.child(GUIDE_DIR), out.uri.rstrip("/") + "/" + GUIDE_DIR)
+    save_diffusion(guide, train_briefly(UNet(**GUIDE_UNET), 20, p_uncond, seed + 1).state_dict(), GUIDE_UNET,
+                   DIFFUSION, p_uncond=p_uncond, nimg=20 * 32, role="guide")
+
+
+def write_classifier(out: Directory, seed: int = 2) -> None:
+    from pipeline.nets.classifier import NoisyClassifier
+    from pipeline.training.artifacts import save_classifier
+
+    save_classifier(out, train_classifier_briefly(NoisyClassifier(**CLASSIFIER), 30, seed).state_dict(),
+                    CLASSIFIER, DIFFUSION, nimg=30 * 32)
+
+
+def write_evalnet(out: Directory, seed: int = 3) -> None:
+    """An untrained evaluation classifier (random features are a valid, if weak, feature space)."""
     from pipeline.training.evalnet import EvalnetArch, save_evalnet
 
-    diffusion_dir = root / "train_diffusion"
-    save_diffusion(directory(diffusion_dir), train_briefly(UNet(**UNET), 60, p_uncond, seed).state_dict(), UNET, DIFFUSION,
-                   p_uncond=p_uncond, nimg=0, role="main")
-    save_diffusion(directory(diffusion_dir / "guide"), train_briefly(UNet(**GUIDE_UNET), 20, p_uncond, seed + 1).state_dict(),
-                   GUIDE_UNET, DIFFUSION, p_uncond=p_uncond, nimg=0, role="guide")
-    classifier_dir = root / "train_classifier"
-    save_classifier(directory(classifier_dir), train_classifier_briefly(NoisyClassifier(**CLASSIFIER), 30, seed + 2).state_dict(),
-                    CLASSIFIER, DIFFUSION, nimg=0)
     arch = EvalnetArch(in_channels=3, num_classes=NUM_CLASSES, width=8, blocks_per_stage=(1, 1))
-    torch.manual_seed(seed + 3)
-    evalnet_dir = root / "train_evalnet"
-    save_evalnet(directory(evalnet_dir), arch.build().eval(), arch)
-    return {"diffusion": str(diffusion_dir), "classifier": str(classifier_dir), "evalnet": str(evalnet_dir)}
+    torch.manual_seed(seed)
+    save_evalnet(out, arch.build().eval(), arch)
+
+
+def save_tiny_models(root, p_uncond: float = P_UNCOND, seed: int = 0) -> dict[str, str]:
+    """{"diffusion": dir, "classifier": dir, "evalnet": dir} under ``root``."""
+    paths = {"diffusion": root / "train_diffusion", "classifier": root / "train_classifier",
+             "evalnet": root / "train_evalnet"}
+    write_diffusion(directory(paths["diffusion"]), p_uncond, seed)
+    write_classifier(directory(paths["classifier"]), seed + 2)
+    write_evalnet(directory(paths["evalnet"]), seed + 3)
+    return {k: str(v) for k, v in paths.items()}
 
 
 @pytest.fixture(scope="session")
