@@ -15,7 +15,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from pipeline.training.seeding import step_generator
+from pipeline.training.seeding import seed_global_rng, step_generator
 from pipeline.training.spec import TrainSpec, WorkerCrash
 from pipeline.training.state import STATE_FILE, TrainState
 from pipeline.training.task import Task
@@ -155,6 +155,8 @@ def train_loop(config: dict) -> None:
         lr = lr_at(spec, state.nimg + spec.batch_size)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        # Layers that draw from torch's global generator (dropout) get a per-step seed as well
+        seed_global_rng(spec.seed, rank, state.nimg)
         loss = task.loss(ddp_model, images, labels, step_generator(spec.seed, rank, state.nimg))
         global_loss = mean_across_workers(loss)  # every rank sees the same value, so all stop together
         if not math.isfinite(global_loss):
