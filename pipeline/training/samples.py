@@ -82,3 +82,44 @@ def sample_class_accuracy(net, schedule: Schedule, evalnet, num_images: int = 20
     hits = (logits.argmax(dim=1) == labels).numpy()
     per_class = np.array([hits[labels.numpy() == c].mean() for c in range(num_classes)])
     return float(hits.mean()), per_class
+
+
+def main(argv=None) -> int:
+    """`python -m pipeline.training.samples DIFFUSION_OUTPUT EVALNET_OUTPUT [--images N] [--steps S]`:
+    the class accuracy of a train_diffusion output's EMA samples (w = 0, DDIM) under a
+    train_evalnet output, as one JSON line (the guide too with --guide)."""
+    import argparse
+    import json
+    import os
+    import time
+
+    from pipeline.training.artifacts import load_diffusion, load_guide
+    from pipeline.training.evalnet import load_evalnet
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.training.samples", description=main.__doc__)
+    parser.add_argument("diffusion", help="a train_diffusion output directory (path or URI)")
+    parser.add_argument("evalnet", help="a train_evalnet output directory (path or URI)")
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guide", action="store_true", help="also measure the autoguidance guide")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    evalnet = load_evalnet(args.evalnet)
+    models = {"main": load_diffusion(args.diffusion)}
+    if args.guide:
+        models["guide"] = load_guide(args.diffusion)
+    result = {"images": args.images, "steps": args.steps, "sampler": "ddim", "w": 0.0}
+    for role, model in models.items():
+        started = time.perf_counter()
+        accuracy, per_class = sample_class_accuracy(model.net, model.schedule, evalnet, args.images, args.steps,
+                                                    args.seed)
+        result[role] = {"class_accuracy": round(accuracy, 4), "per_class": [round(float(p), 3) for p in per_class],
+                        "p_uncond": model.p_uncond, "nimg": model.meta.get("nimg"),
+                        "seconds": round(time.perf_counter() - started, 1)}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

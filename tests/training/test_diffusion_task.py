@@ -96,3 +96,23 @@ def test_noisy_classifier_task_loss():
     loss = task.loss(model, *_batch(), step_generator(0, 0, 0))
     assert torch.isfinite(loss) and abs(loss.item() - torch.log(torch.tensor(10.0))) < 1.0
     assert sum(c for _, c in task.step_metrics().values()) == 16
+
+
+def test_samples_depend_on_seed_and_index_only_and_grid_layout():
+    import io
+
+    from PIL import Image
+
+    from pipeline.training.artifacts import schedule_from
+    from pipeline.training.samples import conditional_samples, grid_labels, grid_png
+
+    torch.manual_seed(0)
+    net = DiffusionTask(UNET, DIFFUSION).build_model().eval()
+    schedule = schedule_from(DIFFUSION)
+    labels = grid_labels(10, 2)
+    whole = conditional_samples(net, schedule, labels, steps=5, seed=1)
+    split = conditional_samples(net, schedule, labels, steps=5, seed=1, batch_size=7)
+    assert whole.shape == (20, 8, 8, 3) and whole.dtype.name == "uint8"
+    assert (whole == split).all()
+    png = Image.open(io.BytesIO(grid_png(whole, rows=10, scale=2, pad=1)))
+    assert png.size == (2 * 17 + 1, 10 * 17 + 1)
