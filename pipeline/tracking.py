@@ -215,6 +215,21 @@ class RunLogger:
             path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
             self.client.log_artifact(self.run_id, str(path))
 
+    def register_model(self, name: str, artifact_path: str, tags: Optional[dict[str, Any]] = None,
+                       description: str = "") -> str:
+        """A new version of registered model `name` from this run's logged `artifact_path`
+        (created on first use); returns "name/version". Raises where the backend has no registry."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.client.create_registered_model(name, description=description or None)
+        version = self.client.create_model_version(name, source=f"runs:/{self.run_id}/{artifact_path}",
+                                                   run_id=self.run_id,
+                                                   tags={k: str(v) for k, v in (tags or {}).items()})
+        return f"{name}/{version.version}"
+
     def log_config(self, config: Config) -> None:
         self.log_params(flatten(config.to_dict()))
         self.log_text(config.to_yaml(), "config.yaml")

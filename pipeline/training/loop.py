@@ -15,7 +15,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from pipeline.training.seeding import step_generator
+from pipeline.training.seeding import seed_global_rng, step_generator
 from pipeline.training.spec import TrainSpec, WorkerCrash
 from pipeline.training.state import STATE_FILE, TrainState
 from pipeline.training.task import Task
@@ -147,6 +147,7 @@ def train_loop(config: dict) -> None:
                              checkpoint_dir_name=checkpoint_name(state.nimg))
 
     total, window, window_start = spec.total_nimg, [], (time.perf_counter(), state.nimg)
+    extras: dict[str, list[float]] = {}  # task.step_metrics() summed over the log window
     ddp_model.train()
     while state.nimg < total:
         images, labels = next(batches)
@@ -154,6 +155,8 @@ def train_loop(config: dict) -> None:
         lr = lr_at(spec, state.nimg + spec.batch_size)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        # Layers that draw from torch's global generator (dropout) get a per-step seed as well
+        seed_global_rng(spec.seed, rank, state.nimg)
         loss = task.loss(ddp_model, images, labels, step_generator(spec.seed, rank, state.nimg))
         global_loss = mean_across_workers(loss)  # every rank sees the same value, so all stop together
         if not math.isfinite(global_loss):
@@ -170,8 +173,16 @@ def train_loop(config: dict) -> None:
         optimizer.step()
         for ema, decay in zip(emas, spec.ema_decays):
             update_ema(ema, model, decay)
+        for name, (total_value, count) in task.step_metrics().items():
+            extras.setdefault(name, [0.0, 0.0])
+            extras[name][0] += total_value
+            extras[name][1] += count
 
         before, state.nimg = state.nimg, state.nimg + spec.batch_size
+        for kimg in spec.snapshot_kimg:
+            if before < kimg * 1000 <= state.nimg:
+                source = emas[0] if emas else model
+                state.snapshots[str(state.nimg)] = {k: v.detach().cpu().clone() for k, v in source.state_dict().items()}
         state.losses.append([state.nimg, global_loss])
         window.append(global_loss)
         maybe_crash(spec.crash, rank, state.nimg)
@@ -180,8 +191,10 @@ def train_loop(config: dict) -> None:
             seconds = time.perf_counter() - window_start[0]
             state.records.append({"nimg": state.nimg, "loss": sum(window) / len(window), "lr": lr,
                                   "grad_norm": float(grad_norm),
-                                  "images_per_s": (state.nimg - window_start[1]) / max(seconds, 1e-9)})
-            window, window_start = [], (time.perf_counter(), state.nimg)
+                                  "images_per_s": (state.nimg - window_start[1]) / max(seconds, 1e-9),
+                                  **{name: total_value / count for name, (total_value, count) in extras.items()
+                                     if count}})
+            window, window_start, extras = [], (time.perf_counter(), state.nimg), {}
         if crossed(before, state.nimg, spec.checkpoint_kimg * 1000) or done:
             report({"nimg": state.nimg, "loss": global_loss}, with_checkpoint=True)
             last_checkpoint_nimg = state.nimg

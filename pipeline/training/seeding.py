@@ -18,3 +18,9 @@ def step_generator(seed: int, rank: int, nimg: int) -> torch.Generator:
     generator = torch.Generator(device="cpu")
     generator.manual_seed(step_seed(seed, rank, nimg))
     return generator
+
+
+def seed_global_rng(seed: int, rank: int, nimg: int) -> None:
+    """Seed torch's global generators (CPU and CUDA) for the step: dropout and other layers that
+    cannot take a generator then draw the same numbers in a resumed run."""
+    torch.manual_seed(step_seed(seed, rank, nimg) ^ 0x5EED)

@@ -32,6 +32,7 @@ class TrainSpec:
     log_kimg: float = 1.0            # one history record (mean loss, images/s, lr) every this many kimg
     split: str = "train"
     use_gpu: bool = False
+    snapshot_kimg: tuple[float, ...] = ()  # keep a copy of the first EMA (the model without EMA) at these kimg
     max_failures: int = 2            # worker restarts from the last checkpoint before giving up
     crash: Optional[WorkerCrash] = field(default=None, compare=False)
 

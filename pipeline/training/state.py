@@ -22,6 +22,7 @@ class TrainState:
     task: dict = field(default_factory=dict)
     losses: list[list[float]] = field(default_factory=list)  # [nimg after the step, global mean loss]
     records: list[dict[str, float]] = field(default_factory=list)  # periodic: nimg, loss, images/s, lr, grad norm
+    snapshots: dict[str, dict] = field(default_factory=dict)  # str(nimg) -> first EMA's weights (spec.snapshot_kimg)
     resumes: list[int] = field(default_factory=list)  # images seen at each resume from a checkpoint
 
     def save(self, directory: str) -> str:

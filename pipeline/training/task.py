@@ -18,6 +18,12 @@ class Task:
         """The mean loss of one worker's batch. All randomness must come from `generator`."""
         raise NotImplementedError
 
+    def step_metrics(self) -> dict[str, tuple[float, float]]:
+        """Extra scalars of the step just taken, as name -> (sum, count) over the global batch
+        (the same on every rank). The loop sums them over each log window and records
+        sum / count, e.g. the loss per quartile of t. Default: none."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Extra state to checkpoint beside the model (e.g. an importance sampler's history)."""
         return {}

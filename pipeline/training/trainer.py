@@ -45,6 +45,31 @@ def check_resources(spec: TrainSpec) -> None:
             f"{spec.num_workers} GPU training workers need {spec.num_workers} GPUs but the Ray cluster has {gpus:g}")
 
 
+def check_shards(data: str, split: str) -> int:
+    """Before any worker starts: the shard directory has a manifest and every shard of `split`
+    is present with the size the manifest gives (workers check sha256 as they read). Returns
+    the number of images of the split."""
+    import posixpath as pp
+
+    from pipeline.data.loader import ShardedDataset, ShardIntegrityError
+
+    try:
+        dataset = ShardedDataset(data)
+    except (FileNotFoundError, OSError) as error:
+        raise ShardIntegrityError(f"{data} is not a finished shard directory (no readable manifest: {error})") from None
+    entries = dataset.shards(split)
+    if not entries:
+        raise ShardIntegrityError(f"{data} has no '{split}' shards to train on")
+    infos = dataset.fs.get_file_info([pp.join(dataset.root, e.name) for e in entries])
+    problems = [f"{e.name} is missing" if not info.is_file else f"{e.name} has {info.size} bytes, the manifest says "
+                f"{e.size_bytes}" for e, info in zip(entries, infos) if not info.is_file or info.size != e.size_bytes]
+    if problems:
+        raise ShardIntegrityError(f"{len(problems)} of {len(entries)} '{split}' shards in {data} fail verification: "
+                                  + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
+                                  + ". Re-run the shard stage (--force shard) to rebuild them")
+    return dataset.num_images(split)
+
+
 def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train") -> TrainResult:
     """Train `task` on the shard directory `data` (path or URI). `storage` (a local path or a
     URI) keeps Ray Train's checkpoints under `name`; calling again with the same storage and
@@ -56,6 +81,7 @@ def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train
 
     spec.validate()
     check_resources(spec)
+    check_shards(data, spec.split)
     run_dir = posixpath.join(storage.rstrip("/"), name)
     stop_file = posixpath.join(run_dir, STOP_FILE)
     stop_fs, stop_path = resolve(stop_file)

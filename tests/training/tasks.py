@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pipeline.training.diffusion import DiffusionTask
 from pipeline.training.evalnet import EvalnetTask
 
 
@@ -21,3 +22,45 @@ class NanOnRankAfterSteps(EvalnetTask):
         if rank == self.bad_rank and len(self.steps) >= self.bad_step:
             return loss * float("nan")
         return loss
+
+
+@dataclass(frozen=True)
+class ShardRecordingTask(DiffusionTask):
+    """DiffusionTask that, at its first step on each worker, writes `<out_dir>/rank<r>.json`: the
+    node it runs on, the shards its data stream takes in the first two epochs (the loader's own
+    shard order and rank split) and whether the loop's first batch is that stream's first batch."""
+
+    data: str = ""
+    out_dir: str = ""
+    seed: int = 0
+
+    def loss(self, model, images, labels, generator):
+        if not self.runtime.get("recorded"):
+            self.runtime["recorded"] = True
+            self._record(images, labels)
+        return super().loss(model, images, labels, generator)
+
+    def _record(self, images, labels):
+        import itertools
+        import json
+        import os
+
+        import ray
+
+        from pipeline.data.loader import ShardBatches, ShardedDataset, StreamSpec, _split_by_rank, make_loader
+
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        spec = StreamSpec(split="train", batch_size=images.shape[0], rank=rank, world_size=world, seed=self.seed)
+        dataset = ShardedDataset(self.data)
+        per_epoch = len(dataset.shards("train"))
+        urls = itertools.islice(ShardBatches(dataset, spec)._shard_urls(), 2 * per_epoch)
+        order = [item["url"] for item in urls]
+        taken = list(_split_by_rank(rank, world)(enumerate(order)))  # the loader's rank split, with positions
+        first_images, first_labels = next(iter(make_loader(dataset, spec)))
+        record = {"rank": rank, "world": world, "node": ray.get_runtime_context().get_node_id(),
+                  "epochs": [[u for i, u in taken if i // per_epoch == e] for e in range(2)],
+                  "first_batch_matches": bool(torch.equal(first_images, images.cpu()) and
+                                              torch.equal(first_labels, labels.cpu())),
+                  "first_batch_sum": float(images.sum())}
+        with open(os.path.join(self.out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(record, f)
