@@ -32,7 +32,8 @@ METRIC_ORDER = ("fid", "is", "fd_evalnet", "is_evalnet", "precision_evalnet", "r
                 "precision_inception", "recall_inception", "kid_mean", "kid_evalnet_mean")
 NON_METRICS = frozenset(CONFIG_COLUMNS) | {
     "rank", "dataset", "protocol", "protocol_json", "source", "citation", "config_id", "name", "fidelity", "eta",
-    "class_dist", "seed", "grid", "strength", "seconds", "round", "interval"}
+    "class_dist", "seed", "grid", "strength", "seconds", "round", "interval", "generated", "generate_seconds",
+    "mlflow_run_id", "notes", "ranked_by", "node_id"}
 SOURCES = ("reproduced", "reported")
 
 
