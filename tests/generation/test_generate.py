@@ -1,0 +1,135 @@
+"""Sampling library: trials, labels, guided denoisers, per-image determinism."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.generation import (SamplerTrial, build_denoiser, generate, guided_steps, interval_timesteps,
+                                 labels_for, load_models, nfe_per_image)
+from pipeline.generation.batching import FixedBatch
+from tests.generation.conftest import NUM_CLASSES, UNET, randomized
+
+GUIDANCE = ["none", "cfg", "classifier", "autoguidance", "pag"]
+
+
+def trial(**kw) -> SamplerTrial:
+    base = dict(guidance="cfg", w=1.5, sampler="ddim", steps=4, num_images=12, seed=3, p_uncond=0.1)
+    return SamplerTrial(**{**base, **kw})
+
+
+# -- trials and costs
+
+
+def test_trial_round_trips_and_reads_the_sample_config():
+    from pipeline.config import load_config
+
+    cfg = load_config(None, ["sample.guidance_interval=[0.2, 0.8]", "sample.w=2.0"])
+    t = SamplerTrial.from_sample_config(cfg.sample)
+    assert t.interval == (0.2, 0.8) and t.w == 2.0 and t.sampler == cfg.sample.sampler
+    assert SamplerTrial.from_dict(t.to_dict()) == t
+    assert t.name == "cfg-w2-i0.2-0.8-ddim50-p0.1-n1000-balanced-s0"
+    with pytest.raises(ValueError, match="eta"):
+        SamplerTrial(sampler="ddpm", eta=1.0)
+    with pytest.raises(ValueError, match="interval"):
+        SamplerTrial(interval=(0.9, 0.1))
+
+
+def test_nfe_counts_the_guiding_pass_only_where_guidance_acts():
+    assert nfe_per_image(trial(guidance="none", steps=50)) == 50
+    for kind in ("cfg", "classifier", "autoguidance", "pag"):
+        assert nfe_per_image(trial(guidance=kind, steps=50)) == 100
+    assert nfe_per_image(trial(guidance="cfg", w=0.0, steps=50)) == 50
+    # 10 evenly spaced steps of 1000: 0, 111, ..., 999; u in [0.3, 0.7] keeps t = 333, 444, 555, 666
+    assert interval_timesteps((0.3, 0.7), 1000) == (300, 699)
+    assert guided_steps(trial(steps=10, interval=(0.3, 0.7)), 1000) == 4
+    assert nfe_per_image(trial(steps=10, interval=(0.3, 0.7)), 1000) == 14
+
+
+# -- labels
+
+
+@pytest.mark.parametrize("dist", ["balanced", "uniform"])
+def test_labels_depend_only_on_seed_and_index(dist):
+    t = trial(class_dist=dist, num_images=100)
+    full = labels_for(t, range(100), NUM_CLASSES)
+    picked = [97, 3, 42, 10, 11]
+    assert torch.equal(labels_for(t, picked, NUM_CLASSES), full[picked])
+    assert not torch.equal(labels_for(trial(class_dist=dist, seed=4), range(100), NUM_CLASSES), full)
+    assert int(full.min()) >= 0 and int(full.max()) < NUM_CLASSES
+
+
+def test_balanced_labels_are_balanced_in_every_prefix():
+    labels = labels_for(trial(class_dist="balanced"), range(95), NUM_CLASSES)
+    for n in (10, 37, 95):
+        counts = torch.bincount(labels[:n], minlength=NUM_CLASSES)
+        assert int(counts.max()) - int(counts.min()) <= 1
+    assert labels[:10].tolist() != list(range(10))  # shuffled within a block
+
+
+# -- fixed-shape network calls
+
+
+def test_rows_do_not_depend_on_their_batch_once_the_call_shape_is_fixed():
+    from pipeline.nets.unet import UNet
+
+    net = randomized(UNet(**UNET), 0)
+    x, t, y = torch.randn(11, 3, 8, 8), torch.randint(0, 100, (11,)), torch.randint(0, 10, (11,))
+    fixed = FixedBatch(net, 4)
+    with torch.inference_mode():
+        whole = fixed(x, t, y)
+        parts = torch.cat([fixed(x[:3], t[:3], y[:3]), fixed(x[3:], t[3:], y[3:])])
+        reversed_rows = fixed(x.flip(0), t.flip(0), y.flip(0)).flip(0)
+    assert torch.equal(whole, parts) and torch.equal(whole, reversed_rows)
+    assert fixed.num_classes == 10
+
+
+# -- generation
+
+
+@pytest.mark.parametrize("guidance", GUIDANCE)
+def test_images_identical_for_any_batch_size_and_split(tiny_models, guidance):
+    t = trial(guidance=guidance, sampler="ddpm" if guidance in ("cfg", "pag") else "ddim",
+              eta=0.0 if guidance in ("cfg", "pag") else 0.5, interval=(0.2, 0.9) if guidance == "cfg" else None)
+    models = load_models(t, tiny_models["diffusion"], tiny_models["classifier"])
+    images, labels = generate(t, models, range(12), batch_size=12, net_batch=8)
+    assert images.shape == (12, 8, 8, 3) and images.dtype == np.uint8 and labels.dtype == np.int64
+    assert images.std() > 5  # not a constant image
+    for batch_size in (1, 5):
+        again, again_labels = generate(t, models, range(12), batch_size=batch_size, net_batch=8)
+        assert np.array_equal(again, images) and np.array_equal(again_labels, labels)
+    order = [9, 2, 11, 0, 5]
+    part, part_labels = generate(t, models, order, batch_size=2, net_batch=8)
+    assert np.array_equal(part, images[order]) and np.array_equal(part_labels, labels[order])
+    assert np.array_equal(labels, labels_for(t, range(12), NUM_CLASSES).numpy())
+
+
+def test_guidance_changes_the_images_and_the_seed_matters(tiny_models):
+    plain = trial(guidance="none")
+    models = load_models(trial(guidance="autoguidance"), tiny_models["diffusion"], tiny_models["classifier"])
+    base, _ = generate(plain, models, range(4), 4)
+    for kind in ("cfg", "classifier", "autoguidance", "pag"):
+        guided_models = load_models(trial(guidance=kind), tiny_models["diffusion"], tiny_models["classifier"])
+        guided, _ = generate(trial(guidance=kind, w=4.0), guided_models, range(4), 4)
+        assert not np.array_equal(guided, base), kind
+    other_seed, _ = generate(trial(guidance="none", seed=4), models, range(4), 4)
+    assert not np.array_equal(other_seed, base)
+    assert np.array_equal(generate(trial(guidance="cfg", w=0.0), models, range(4), 4)[0], base)
+
+
+def test_load_models_loads_what_the_guidance_needs(tiny_models):
+    models = load_models(trial(guidance="cfg"), tiny_models["diffusion"])
+    assert models.guide is None and models.classifier is None and models.main.num_classes == NUM_CLASSES
+    assert load_models(trial(guidance="autoguidance"), tiny_models["diffusion"]).guide.meta["role"] == "guide"
+    with pytest.raises(ValueError, match="train_classifier"):
+        load_models(trial(guidance="classifier"), tiny_models["diffusion"])
+    with pytest.raises(ValueError, match="p_uncond=0.2"):
+        load_models(trial(p_uncond=0.2), tiny_models["diffusion"])
+
+
+def test_denoiser_matches_the_guidance_kind(tiny_models):
+    from pipeline.diffusion.guidance import ClassifierFreeGuidance
+
+    t = trial(guidance="cfg", interval=(0.5, 1.0))
+    d = build_denoiser(t, load_models(t, tiny_models["diffusion"]))
+    assert isinstance(d, ClassifierFreeGuidance) and d.interval == (50, 99) and d.null_label == NUM_CLASSES
