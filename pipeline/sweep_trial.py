@@ -1,7 +1,8 @@
 """One sweep trial: sample N images of one sampler configuration and score them.
 
 Runs inside a Ray Tune trial (any node): it reads the models and reference statistics by store
-URI, calls the sampling library (pipeline.generation: load_models, generate, score) and writes,
+URI, calls the sampling library (pipeline.generation: load_models, generate, make_extractors,
+score; the same code and protocol as the sample/evaluate stages) and writes,
 into the sweep's partial output,
     results/<fidelity>/<config_id>.json   the trial's row (written last: its presence means done)
     samples/<config_id>.npz               the screened images, so the full-N round only generates the rest
@@ -11,14 +12,11 @@ full round are the screening round's images: the full round generates indices fr
 """
 from __future__ import annotations
 
-import hashlib
-import importlib
 import io
 import json
 import math
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, Optional
 
 import numpy as np
@@ -26,7 +24,6 @@ import numpy as np
 from pipeline.leaderboard import guidance_strengths
 from pipeline.store import Directory, resolve
 
-LIBRARY = "pipeline.generation"
 SCREEN, FULL = "screen", "full"
 
 
@@ -44,6 +41,7 @@ class TrialInputs:
     dataset: str
     use_gpu: bool = False
     num_threads: int = 1
+    num_train_timesteps: int = 1000  # diffusion.timesteps (NFE counts of respaced samplers)
 
 
 def out_dir(uri: str) -> Directory:
@@ -62,20 +60,6 @@ def read_results(out: Directory, fidelity: str) -> dict[str, dict]:
         if name.endswith(".json"):
             found[name[:-5]] = out.read_json(f"results/{fidelity}/{name}")
     return found
-
-
-def protocol_id(dataset: str, protocol: dict) -> str:
-    text = json.dumps({"dataset": dataset, "protocol": protocol}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def library(name: str) -> SimpleNamespace:
-    """The sampling library's entry points (pipeline.generation and its scoring module)."""
-    gen = importlib.import_module(name)
-    scoring = importlib.import_module(f"{name}.scoring") if not hasattr(gen, "score") else gen
-    return SimpleNamespace(SamplerTrial=gen.SamplerTrial, load_models=gen.load_models, generate=gen.generate,
-                           nfe_per_image=gen.nfe_per_image, score=scoring.score,
-                           make_extractors=scoring.make_extractors, load_references=scoring.load_references)
 
 
 def _load_prefix(out: Directory, cid: str, num_images: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -118,8 +102,10 @@ def run_trial(config: dict[str, Any], fidelity: str, num_images: int, inputs: Tr
 
     from pipeline.leaderboard_plots import image_grid
 
+    from pipeline import generation as lib
+
     torch.set_num_threads(max(1, inputs.num_threads))
-    lib = library(LIBRARY)
+    device = "cuda" if inputs.use_gpu and torch.cuda.is_available() else "cpu"
     out = out_dir(inputs.out_uri)
     cid = config["config_id"]
     started = time.perf_counter()
@@ -133,7 +119,7 @@ def run_trial(config: dict[str, Any], fidelity: str, num_images: int, inputs: Tr
     gen_seconds, generated = 0.0, num_images - have
     if generated > 0:
         models = lib.load_models(trial, inputs.diffusion[config["p_uncond"]],
-                                 inputs.classifier if config["guidance"] == "classifier" else None)
+                                 inputs.classifier if config["guidance"] == "classifier" else None, device=device)
         t0 = time.perf_counter()
         new_images, new_labels = lib.generate(trial, models, np.arange(have, num_images), inputs.batch_size)
         gen_seconds = time.perf_counter() - t0
@@ -141,20 +127,20 @@ def run_trial(config: dict[str, Any], fidelity: str, num_images: int, inputs: Tr
         labels = new_labels if labels is None else np.concatenate([labels, new_labels])
         if fidelity == SCREEN:  # the full round starts from these
             _save_samples(out, cid, images, labels)
-    extractors, notes = lib.make_extractors(inputs.eval_cfg, inputs.evalnet)
+    extractors, notes = lib.make_extractors(inputs.eval_cfg, inputs.evalnet, device=device)
     references = lib.load_references(inputs.reference_stats)
-    seed_range = {"seed": config["seed"], "indices": [0, num_images]}
-    metrics, protocol = lib.score(images, labels, extractors, references, inputs.eval_cfg, seed_range)
+    metrics, protocol = lib.score(images, labels, extractors, references, inputs.eval_cfg,
+                                  lib.seed_range(config["seed"], num_images))
     if not out.exists(f"grids/{cid}.png"):
         out.write_bytes(f"grids/{cid}.png", image_grid(images, labels))
     w, s = guidance_strengths(config["guidance"], config["strength"])
     row = {
         **config, "w": w, "s": s, "fidelity": fidelity, "num_images": int(num_images),
-        "nfe": int(lib.nfe_per_image(trial)),
+        "nfe": int(lib.nfe_per_image(trial, inputs.num_train_timesteps)),
         "images_per_s": generated / gen_seconds if gen_seconds > 0 else None,
         "generated": int(generated), "generate_seconds": round(gen_seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
-        "dataset": inputs.dataset, "protocol": protocol_id(inputs.dataset, protocol),
+        "dataset": inputs.dataset, "protocol": lib.protocol_id(protocol),
         "protocol_json": json.dumps(protocol, sort_keys=True, default=str),
         "notes": "; ".join(notes) if notes else "", "grid": f"grids/{cid}.png", "node_id": _node_id(),
         **{k: _plain(v) for k, v in metrics.items()},

@@ -56,7 +56,7 @@ def run(ctx, cfg, inputs):
         out_uri=ctx.out.uri, diffusion=diffusion, classifier=inputs["train_classifier"].uri,
         evalnet=inputs["train_evalnet"].uri, reference_stats=inputs["reference_stats"].uri, eval_cfg=cfg.eval,
         batch_size=cfg.sample.batch_size, dataset=dataset_name(cfg.data), use_gpu=sw.gpus_per_trial > 0,
-        num_threads=max(1, int(sw.cpus_per_trial)))
+        num_threads=max(1, int(sw.cpus_per_trial)), num_train_timesteps=cfg.diffusion.timesteps)
     _check_resources(ctx, sw)
     logger = TrialLogger(ctx, cfg)
 
