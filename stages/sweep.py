@@ -57,7 +57,7 @@ def run(ctx, cfg, inputs):
         evalnet=inputs["train_evalnet"].uri, reference_stats=inputs["reference_stats"].uri, eval_cfg=cfg.eval,
         batch_size=cfg.sample.batch_size, dataset=dataset_name(cfg.data), use_gpu=sw.gpus_per_trial > 0,
         num_threads=max(1, int(sw.cpus_per_trial)), num_train_timesteps=cfg.diffusion.timesteps)
-    _check_resources(ctx, sw)
+    _check_resources(ctx, cfg)
     logger = TrialLogger(ctx, cfg)
 
     screened = run_round(ctx, SCREEN, configs, sw.screen_images, trial_inputs, sw, logger)
@@ -194,16 +194,24 @@ class TrialLogger:
         return LogFinishedTrials()
 
 
-def _check_resources(ctx, sw) -> None:
+def _check_resources(ctx, cfg) -> None:
+    """A private local instance never grows: fail now rather than wait forever. A cluster may
+    autoscale (cluster/gpu.yaml starts with no GPU worker): say what the trials wait for."""
     import ray
 
-    total = ray.cluster_resources()
-    if total.get("CPU", 0) < sw.cpus_per_trial:
-        raise RuntimeError(f"sweep.cpus_per_trial = {sw.cpus_per_trial} but the Ray cluster has "
-                           f"{total.get('CPU', 0):g} CPUs: no trial could ever start")
-    if sw.gpus_per_trial and total.get("GPU", 0) < sw.gpus_per_trial:
-        ctx.log(f"sweep.gpus_per_trial = {sw.gpus_per_trial:g} but the cluster has {total.get('GPU', 0):g} GPUs "
-                "now; trials wait for the autoscaler to add GPU workers")
+    from pipeline.cluster import target_address
+
+    sw, total = cfg.sweep, ray.cluster_resources()
+    short = [f"{sw.cpus_per_trial:g} CPU" if total.get("CPU", 0) < sw.cpus_per_trial else "",
+             f"{sw.gpus_per_trial:g} GPU" if sw.gpus_per_trial and total.get("GPU", 0) < sw.gpus_per_trial else ""]
+    short = [s for s in short if s]
+    if not short:
+        return
+    have = f"{total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU"
+    if target_address(cfg.cluster) is None:
+        raise RuntimeError(f"a sweep trial needs {' and '.join(short)} (sweep.cpus_per_trial / gpus_per_trial) but "
+                           f"this local Ray instance has {have}: no trial could ever start")
+    ctx.log(f"a trial needs {' and '.join(short)}, the cluster has {have} now: trials wait for the autoscaler")
 
 
 def _write_table(ctx, rows: list[dict]) -> None:

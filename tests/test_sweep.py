@@ -164,3 +164,19 @@ def test_a_two_node_cluster_runs_the_sweep(tmp_path):
     log = "".join(p.read_text() for p in sorted(tmp_path.glob("drive-*.log")))
     assert "ray: 2 node(s)" in log
     assert trials["node_id"].nunique() == 2, "trials ran on one node only"
+
+
+def test_a_trial_larger_than_the_local_instance_fails_at_once(ray_local):
+    from types import SimpleNamespace
+
+    from pipeline.config import load_config
+    from stages.sweep import _check_resources
+
+    said = []
+    ctx = SimpleNamespace(log=said.append)
+    _check_resources(ctx, load_config(None, ["sweep.cpus_per_trial=1"]))
+    with pytest.raises(RuntimeError, match="no trial could ever start"):
+        _check_resources(ctx, load_config(None, ["sweep.cpus_per_trial=64"]))
+    # a cluster may autoscale: it waits, saying for what
+    _check_resources(ctx, load_config(None, ["sweep.gpus_per_trial=1", "cluster.address=auto"]))
+    assert said and "autoscaler" in said[-1]
