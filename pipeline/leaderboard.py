@@ -140,8 +140,9 @@ def groups(ranked: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
 
 
 def display_columns(df: pd.DataFrame) -> list[str]:
+    """The table's columns: rank, the configuration, every metric (spreads like is_std stay in the parquet)."""
     cols = ["rank"] + [c for c in CONFIG_COLUMNS if c in df.columns]
-    return cols + [m for m in metric_columns(df) if df[m].notna().any()]
+    return cols + [m for m in metric_columns(df) if df[m].notna().any() and not m.endswith("_std")]
 
 
 # ----------------------------------------------------------------------------------------------
