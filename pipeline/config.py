@@ -226,6 +226,7 @@ class SweepConfig:
     gpus_per_trial: float = _field(0.0, ge=0)
     max_concurrent: Optional[int] = _field(None, ge=1)
     seed: int = _field(0, ge=0)
+    reported: Optional[str] = _field(None, doc="YAML file of published results shown beside (marked reported)")
 
 
 @dataclass(frozen=True)

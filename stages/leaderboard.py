@@ -1,14 +1,113 @@
-"""The ranked table, plots and sample grids, logged to MLflow."""
+"""The ranked table, plots and sample grids, logged to MLflow.
+
+Reads the sweep's trials.parquet and sample grids; ranks the configurations per dataset and
+protocol (pipeline.leaderboard), adds the reported rows of `sweep.reported` (published numbers,
+marked "reported", never ranked with reproduced ones), and writes
+    leaderboard.parquet / leaderboard.md / leaderboard.html (self-contained)
+    plots/<table>__<plot>.png   trade-off curves (each metric against w per p_uncond) and the
+                                precision-recall and FD-IS frontiers, per (dataset, protocol) table
+    grids/<config name>.png     one sample grid per configuration, one row per class
+all logged as MLflow artifacts of the stage's run, the table also as an MLflow table
+(leaderboard_table.json) and the best configuration's metrics as run metrics.
+"""
 from pipeline.graph import StageSpec
 
 STAGE = StageSpec(
     name="leaderboard",
-    version="0",
+    version="1",
     reads=("sweep",),
     inputs=("sweep",),
     description="The ranked table, plots and sample grids, logged to MLflow.",
 )
 
 
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in str(text))
+
+
 def run(ctx, cfg, inputs):
-    raise NotImplementedError("not implemented yet: leaderboard")
+    import io
+
+    import pandas as pd
+
+    from pipeline import leaderboard as lb
+    from pipeline.leaderboard_plots import leaderboard_plots
+
+    sweep = inputs["sweep"]
+    trials = pd.read_parquet(io.BytesIO(sweep.read_bytes("trials.parquet")))
+    trials["source"] = "reproduced"
+    reported_file = lb.resolve_reported(cfg.sweep.reported)
+    reported = lb.load_reported(reported_file) if reported_file else pd.DataFrame()
+    if reported_file:
+        ctx.log(f"{len(reported)} reported row(s) from {cfg.sweep.reported}")
+    ranked = lb.rank(pd.concat([trials, reported], ignore_index=True) if not reported.empty else trials)
+
+    buf = io.BytesIO()
+    lb.write_parquet(ranked, buf)
+    ctx.out.write_bytes("leaderboard.parquet", buf.getvalue())
+    markdown = lb.to_markdown(ranked)
+    ctx.out.write_bytes("leaderboard.md", markdown.encode())
+
+    plots: dict[str, bytes] = {}
+    for (dataset, protocol), table in lb.groups(ranked):
+        if (table["source"] == "reported").all() or len(table) < 2:
+            continue
+        beside = reported[reported["dataset"] == dataset] if not reported.empty else reported
+        title = f"{dataset} · {lb.protocol_summary(table['protocol_json'].iloc[0])}"
+        for name, png in leaderboard_plots(pd.concat([table, beside], ignore_index=True), title).items():
+            plots[f"{_slug(dataset)}__{protocol}__{name}"] = png
+    for name, png in plots.items():
+        ctx.out.write_bytes(f"plots/{name}.png", png)
+
+    grids: dict[str, bytes] = {}
+    for name, rel in sorted(set(zip(trials.get("name", []), trials.get("grid", [])))):
+        if isinstance(rel, str) and sweep.exists(rel):
+            grids[name] = sweep.read_bytes(rel)
+            ctx.out.write_bytes(f"grids/{_slug(name)}.png", grids[name])
+    page = lb.to_html(ranked, plots, grids, title=f"Leaderboard · {cfg.tracking.experiment}")
+    ctx.out.write_bytes("leaderboard.html", page.encode())
+
+    _log_to_mlflow(ctx, ranked)
+    ctx.log(f"{len(ranked)} row(s) in {len(lb.groups(ranked))} table(s), {len(plots)} plot(s), {len(grids)} grid(s)")
+    print(markdown, flush=True)
+    best = ranked.iloc[0] if not ranked.empty else None
+    return {"rows": int(len(ranked)), "tables": len(lb.groups(ranked)), "plots": len(plots), "grids": len(grids),
+            "reported_rows": int(len(reported)),
+            "best": None if best is None else {"name": best.get("name"), "ranked_by": best.get("ranked_by"),
+                                               "protocol": best.get("protocol"), "num_images": _num(best.get("num_images"))}}
+
+
+def _num(value):
+    try:
+        return None if value is None or value != value else float(value)
+    except TypeError:
+        return None
+
+
+def _log_to_mlflow(ctx, ranked) -> None:
+    import os
+    import tempfile
+
+    from pipeline.leaderboard import display_columns, groups, metric_columns
+
+    out = ctx.out
+    with tempfile.TemporaryDirectory(prefix="leaderboard-") as tmp:
+        for rel in out.files():
+            local = out.child(rel) if out.local_path else os.path.join(tmp, rel)
+            if not out.local_path:
+                os.makedirs(os.path.dirname(local), exist_ok=True)
+                with open(local, "wb") as f:
+                    f.write(out.read_bytes(rel))
+            ctx.log_artifact(local, os.path.dirname(rel) or None)
+    if ranked.empty:
+        return
+    table = ranked[["dataset", "protocol", "source"] + display_columns(ranked)].astype(object)
+    table = table.where(table.notna(), None)
+    ctx.tracker.client.log_table(ctx.tracker.run_id, data=table, artifact_file="leaderboard_table.json")
+    (dataset, protocol), top = groups(ranked)[0]
+    best = top.iloc[0]
+    metrics = {f"best.{m}": float(best[m]) for m in metric_columns(top) if best.get(m) == best.get(m)
+               and best.get(m) is not None}
+    ctx.log_metrics({**metrics, "rows": float(len(ranked))})
+    ctx.set_tags({"leaderboard.best": str(best.get("name", "")), "leaderboard.dataset": dataset,
+                  "leaderboard.protocol": protocol, "leaderboard.ranked_by": str(best.get("ranked_by", ""))})

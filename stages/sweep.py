@@ -1,14 +1,237 @@
-"""Ray Tune over guidance kind x strength x sampler x steps x p_uncond; each trial samples and evaluates."""
+"""Ray Tune over guidance kind x strength x sampler x steps x p_uncond; each trial samples and evaluates.
+
+No trial trains: `p_uncond` selects among the cached train_diffusion outputs. Two rounds
+(multi-fidelity): every configuration is screened with `sweep.screen_images` images, then the
+`sweep.top_k` best of each guidance kind (lowest fd_evalnet) are evaluated again with
+`sweep.full_images`; image i depends only on (seed, i), so the full round reuses the screened
+images and generates only the rest. Each round is one Ray Tune experiment (a function trainable
+per configuration, resources from `sweep.cpus_per_trial` / `gpus_per_trial`, at most
+`sweep.max_concurrent` at once) stored in the stage's partial output.
+
+Resume: a trial writes its row to results/<round>/<config_id>.json last, so the set of finished
+trials is whatever rows exist. Re-running after a driver kill starts a Tune experiment over the
+configurations without a row only; nothing finished is repeated. Each trial also gets a nested
+MLflow run (logged by the driver as trials complete, and at the next start for trials that
+finished while the driver was dead).
+
+Output: trials.parquet (one row per configuration and fidelity: settings, w and s, NFE per image,
+images/s, N, every metric, protocol id) and grids/<config_id>.png (one row per class).
+"""
 from pipeline.graph import StageSpec
 
 STAGE = StageSpec(
     name="sweep",
-    version="0",
-    reads=("sweep", "sample", "eval", "diffusion"),
+    version="1",
+    reads=("sweep", "sample", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
     description="Ray Tune over guidance kind x strength x sampler x steps x p_uncond; each trial samples and evaluates.",
 )
 
+TUNE_DIR = "tune"  # the Ray Tune experiments, inside the partial output (removed once published)
+SAMPLES_DIR = "samples"  # screened images kept for the full round (removed once published)
+TRIALS = "trials.parquet"
+
+
+def dataset_name(data) -> str:
+    """How the leaderboard names the dataset: source family (or the dataset folder) and resolution."""
+    import posixpath
+
+    if data.source.startswith("imagenet"):
+        base = "imagenet"
+    elif data.source in ("digits", "generated") or not data.path:
+        base = data.source
+    else:
+        base = posixpath.basename(str(data.path).rstrip("/")) or data.source
+    return f"{base}-{data.resolution}px"
+
 
 def run(ctx, cfg, inputs):
-    raise NotImplementedError("not implemented yet: sweep")
+    from pipeline.sweep_space import configurations, select_top_k, selection_metric
+    from pipeline.sweep_trial import FULL, SCREEN, TrialInputs
+
+    sw = cfg.sweep
+    diffusion = {float(out.variant["train.p_uncond"]): out.uri for out in inputs["train_diffusion"].values()}
+    configs = configurations(sw, cfg.sample, sorted(diffusion))
+    trial_inputs = TrialInputs(
+        out_uri=ctx.out.uri, diffusion=diffusion, classifier=inputs["train_classifier"].uri,
+        evalnet=inputs["train_evalnet"].uri, reference_stats=inputs["reference_stats"].uri, eval_cfg=cfg.eval,
+        batch_size=cfg.sample.batch_size, dataset=dataset_name(cfg.data), use_gpu=sw.gpus_per_trial > 0,
+        num_threads=max(1, int(sw.cpus_per_trial)), num_train_timesteps=cfg.diffusion.timesteps)
+    _check_resources(ctx, cfg)
+    logger = TrialLogger(ctx, cfg)
+
+    screened = run_round(ctx, SCREEN, configs, sw.screen_images, trial_inputs, sw, logger)
+    rows = list(screened.values())
+    chosen = []
+    if sw.full_images > sw.screen_images:
+        chosen = select_top_k(rows, sw.top_k)
+        by_id = {c["config_id"]: c for c in configs}
+        ctx.log(f"full round: the best {sw.top_k} of each guidance kind by {selection_metric(rows)}: "
+                + ", ".join(by_id[c]["name"] for c in chosen))
+        rows += list(run_round(ctx, FULL, [by_id[c] for c in chosen], sw.full_images, trial_inputs, sw,
+                               logger).values())
+    for row in rows:
+        row["mlflow_run_id"] = logger.run_id(row)
+
+    _write_table(ctx, rows)
+    ctx.out.delete(TUNE_DIR)
+    ctx.out.delete(SAMPLES_DIR)
+    ctx.log_artifact(_local_copy(ctx, TRIALS))
+    ctx.log_metrics({"configurations": len(configs), "trials": len(rows), "full_configurations": len(chosen)})
+    return {"configurations": len(configs), "trials": len(rows), "screen_images": sw.screen_images,
+            "full_images": sw.full_images, "full_configurations": len(chosen),
+            "select_metric": selection_metric(rows), "dataset": trial_inputs.dataset,
+            "resumed_trials": logger.resumed}
+
+
+def run_round(ctx, fidelity, configs, num_images, trial_inputs, sw, logger) -> dict:
+    """Every configuration of one round evaluated at `num_images`; finished trials are not repeated."""
+    import time
+
+    from ray import tune
+
+    from pipeline import sweep_trial
+
+    done = sweep_trial.read_results(ctx.out, fidelity)
+    wanted = [c["config_id"] for c in configs]
+    pending = [c for c in configs if c["config_id"] not in done]
+    finished_before = len(wanted) - len(pending)
+    logger.resumed += finished_before
+    ctx.log(f"{fidelity} round: {len(configs)} configurations at N={num_images}"
+            + (f"; {finished_before} finished before, {len(pending)} to run" if finished_before else ""))
+    for cid in wanted:
+        if cid in done:
+            logger.log(fidelity, done[cid])  # finished while the driver was dead: its MLflow run may be missing
+    errors = []
+    if pending:
+        resources = {"cpu": sw.cpus_per_trial, **({"gpu": sw.gpus_per_trial} if sw.gpus_per_trial else {})}
+        trainable = tune.with_resources(
+            tune.with_parameters(sweep_trial.trainable, inputs=trial_inputs, fidelity=fidelity,
+                                 num_images=num_images), resources)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"spec": tune.grid_search(pending)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=sw.max_concurrent),
+            run_config=tune.RunConfig(
+                name=f"{fidelity}-{time.strftime('%Y%m%dT%H%M%S')}",
+                storage_path=ctx.out.child(TUNE_DIR), storage_filesystem=ctx.out.fs, verbose=0,
+                callbacks=[logger.callback(fidelity, len(configs), finished_before)],
+                failure_config=tune.FailureConfig(max_failures=1)))
+        grid = tuner.fit()
+        errors = [str(e) for e in grid.errors]
+    results = sweep_trial.read_results(ctx.out, fidelity)
+    missing = [c["name"] for c in configs if c["config_id"] not in results]
+    if missing:
+        raise RuntimeError(f"{len(missing)} trial(s) of the {fidelity} round failed ({', '.join(missing[:5])}"
+                           f"{', ...' if len(missing) > 5 else ''}); finished trials are kept for the re-run. "
+                           + (f"First error: {errors[0][:2000]}" if errors else ""))
+    for cid in wanted:
+        logger.log(fidelity, results[cid])
+    return {cid: results[cid] for cid in wanted}
+
+
+class TrialLogger:
+    """A nested MLflow run per evaluated configuration and fidelity, under the stage's run."""
+
+    def __init__(self, ctx, cfg):
+        from pipeline.tracking import Tracker
+
+        self.ctx = ctx
+        self.tracker = Tracker(cfg.tracking)
+        self.parent = ctx.tracker.run_id
+        self.resumed = 0
+
+    @staticmethod
+    def _marker(fidelity: str, cid: str) -> str:
+        return f"mlflow/{fidelity}/{cid}.json"
+
+    def run_id(self, row) -> str:
+        rel = self._marker(row["fidelity"], row["config_id"])
+        return self.ctx.out.read_json(rel)["run_id"] if self.ctx.out.exists(rel) else ""
+
+    def log(self, fidelity: str, row: dict) -> None:
+        from pipeline.leaderboard import TRIAL_KIND
+
+        out = self.ctx.out
+        marker = self._marker(fidelity, row["config_id"])
+        if out.exists(marker):
+            return
+        tags = {"pipeline.kind": TRIAL_KIND, "pipeline.stage": "sweep", "store.key": self.ctx.key,
+                "leaderboard.dataset": row["dataset"], "leaderboard.protocol": row["protocol"],
+                "leaderboard.protocol_json": row["protocol_json"], "sweep.fidelity": fidelity}
+        params = {k: row[k] for k in ("config_id", "name", "guidance", "strength", "w", "s", "p_uncond", "sampler",
+                                      "steps", "eta", "class_dist", "seed", "num_images", "nfe", "fidelity")}
+        metrics = {k: v for k, v in row.items() if k not in params and isinstance(v, (int, float))
+                   and not isinstance(v, bool) and v is not None}
+        with self.tracker.run(f"{row['name']} N={row['num_images']}", tags, parent=self.parent) as run:
+            run.log_params(params)
+            run.log_metrics(metrics)
+            if out.exists(row["grid"]):
+                run.log_artifact(_local_copy(self.ctx, row["grid"]), "grid")
+        out.write_json(marker, {"run_id": run.run_id})
+
+    def callback(self, fidelity: str, total: int, before: int):
+        from ray import tune
+
+        from pipeline.sweep_trial import read_results, result_path
+
+        logger = self
+
+        class LogFinishedTrials(tune.Callback):
+            count = before
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                cid = trial.config["spec"]["config_id"]
+                if not logger.ctx.out.exists(result_path(fidelity, cid)):
+                    return
+                row = read_results(logger.ctx.out, fidelity).get(cid) or {}
+                logger.log(fidelity, row)
+                LogFinishedTrials.count += 1
+                score = next((f"{m} {row[m]:.4g}" for m in ("fd_evalnet", "fid") if row.get(m) is not None), "")
+                speed = f", {row['images_per_s']:.1f} img/s" if row.get("images_per_s") else ""
+                logger.ctx.log(f"{fidelity} {LogFinishedTrials.count}/{total} {row['name']}: {score}{speed}")
+
+        return LogFinishedTrials()
+
+
+def _check_resources(ctx, cfg) -> None:
+    """A private local instance never grows: fail now rather than wait forever. A cluster may
+    autoscale (cluster/gpu.yaml starts with no GPU worker): say what the trials wait for."""
+    import ray
+
+    from pipeline.cluster import target_address
+
+    sw, total = cfg.sweep, ray.cluster_resources()
+    short = [f"{sw.cpus_per_trial:g} CPU" if total.get("CPU", 0) < sw.cpus_per_trial else "",
+             f"{sw.gpus_per_trial:g} GPU" if sw.gpus_per_trial and total.get("GPU", 0) < sw.gpus_per_trial else ""]
+    short = [s for s in short if s]
+    if not short:
+        return
+    have = f"{total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU"
+    if target_address(cfg.cluster) is None:
+        raise RuntimeError(f"a sweep trial needs {' and '.join(short)} (sweep.cpus_per_trial / gpus_per_trial) but "
+                           f"this local Ray instance has {have}: no trial could ever start")
+    ctx.log(f"a trial needs {' and '.join(short)}, the cluster has {have} now: trials wait for the autoscaler")
+
+
+def _write_table(ctx, rows: list[dict]) -> None:
+    import io
+
+    import pandas as pd
+
+    buf = io.BytesIO()
+    pd.DataFrame(rows).to_parquet(buf, index=False)
+    ctx.out.write_bytes(TRIALS, buf.getvalue())
+
+
+def _local_copy(ctx, rel: str) -> str:
+    """A local path of a file in the output, for MLflow (copied to a temp dir when the store is remote)."""
+    import os
+    import tempfile
+
+    if ctx.out.local_path:
+        return ctx.out.child(rel)
+    path = os.path.join(tempfile.mkdtemp(prefix="sweep-"), os.path.basename(rel))
+    with open(path, "wb") as f:
+        f.write(ctx.out.read_bytes(rel))
+    return path

@@ -1,0 +1,155 @@
+"""Leaderboard figures (matplotlib, Agg): the classifier-free paper's trade-off curves, the
+fidelity-diversity frontiers, and sample grids with one row per class. Each returns PNG bytes."""
+from __future__ import annotations
+
+import io
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from pipeline.leaderboard import lower_is_better, metric_columns
+
+KIND_COLORS = {"none": "#444444", "cfg": "#1f77b4", "classifier": "#d62728", "autoguidance": "#2ca02c",
+               "pag": "#9467bd"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _strength(row) -> float:
+    """The x axis of a trade-off curve: w (s for classifier guidance)."""
+    return float(row["s"]) if row["guidance"] == "classifier" else float(row["w"])
+
+
+def tradeoff_plot(df: pd.DataFrame, metric: str, title: str = "") -> Optional[bytes]:
+    """`metric` against guidance strength: a panel per guidance kind, a line per p_uncond (and
+    sampler/steps). The unguided model is w = 0 of every curve; reported rows are dashed."""
+    if metric not in df or not df[metric].notna().any():
+        return None
+    kinds = [k for k in KIND_COLORS if k != "none" and (df["guidance"] == k).any()] or ["none"]
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        part = df[df["guidance"].isin([kind, "none"])] if kind != "classifier" else df[df["guidance"] == kind]
+        line_keys = ["source", "p_uncond", "sampler", "steps"]
+        for key, line in part.groupby([k for k in line_keys if k in part], dropna=False):
+            key = dict(zip([k for k in line_keys if k in part], key if isinstance(key, tuple) else (key,)))
+            line = line[line[metric].notna()]
+            if line.empty or (kind != "none" and not (line["guidance"] == kind).any()):
+                continue
+            xs = np.array([_strength(r) for _, r in line.iterrows()])
+            order = np.argsort(xs, kind="stable")
+            label = f"p_uncond={key.get('p_uncond'):g}" if pd.notna(key.get("p_uncond")) else "model"
+            if pd.notna(key.get("sampler")):
+                label += f", {key['sampler']} {int(key['steps']) if pd.notna(key.get('steps')) else ''}".rstrip()
+            reported = key.get("source") == "reported"
+            ax.plot(xs[order], line[metric].to_numpy()[order], "x--" if reported else "o-",
+                    label=label + (" (reported)" if reported else ""), alpha=0.9)
+        ax.set_xlabel("classifier scale s" if kind == "classifier" else "guidance weight w (s = 1 + w)")
+        ax.set_ylabel(metric + (" (lower is better)" if lower_is_better(metric) else ""))
+        ax.set_title(kind)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _png(fig)
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray, maximize_x: bool, maximize_y: bool) -> np.ndarray:
+    """Indices of the points no other point beats on both axes, sorted by x."""
+    sx = x if maximize_x else -x
+    sy = y if maximize_y else -y
+    front = [i for i in range(len(x))
+             if not any((sx[j] >= sx[i] and sy[j] >= sy[i]) and (sx[j] > sx[i] or sy[j] > sy[i])
+                        for j in range(len(x)))]
+    return np.array(sorted(front, key=lambda i: x[i]), dtype=int)
+
+
+def frontier_plot(df: pd.DataFrame, x: str, y: str, title: str = "") -> Optional[bytes]:
+    """Every configuration as a point coloured by guidance kind, with the Pareto frontier."""
+    if x not in df or y not in df:
+        return None
+    part = df[df[x].notna() & df[y].notna()]
+    if part.empty:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for kind, pts in part.groupby("guidance"):
+        ax.scatter(pts[x], pts[y], color=KIND_COLORS.get(kind, "#888888"), label=kind, s=24, alpha=0.85)
+    xs, ys = part[x].to_numpy(float), part[y].to_numpy(float)
+    front = pareto_front(xs, ys, not lower_is_better(x), not lower_is_better(y))
+    ax.plot(xs[front], ys[front], "k:", lw=1, label="frontier")
+    ax.set_xlabel(x + (" (lower is better)" if lower_is_better(x) else ""))
+    ax.set_ylabel(y + (" (lower is better)" if lower_is_better(y) else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def _first(df: pd.DataFrame, names: tuple[str, ...]) -> Optional[str]:
+    return next((n for n in names if n in df and df[n].notna().any()), None)
+
+
+def leaderboard_plots(df: pd.DataFrame, title: str = "") -> dict[str, bytes]:
+    """Every trade-off curve and both frontiers of one (dataset, protocol) table, by file stem."""
+    plots = {}
+    for metric in metric_columns(df):
+        if metric.endswith("_std") or metric == "images_per_s":
+            continue
+        png = tradeoff_plot(df, metric, title)
+        if png:
+            plots[f"tradeoff_{metric}"] = png
+    for space in ("evalnet", "inception"):
+        png = frontier_plot(df, f"recall_{space}", f"precision_{space}", title)
+        if png:
+            plots[f"frontier_precision_recall_{space}"] = png
+    fd, is_ = _first(df, ("fid", "fd_evalnet")), _first(df, ("is", "is_evalnet"))
+    if fd and is_:
+        png = frontier_plot(df, is_, fd, title)
+        if png:
+            plots[f"frontier_{fd}_{is_}"] = png
+    return plots
+
+
+def image_grid(images: np.ndarray, labels: np.ndarray, per_class: int = 8, max_classes: int = 16,
+               scale: int = 1) -> bytes:
+    """A PNG of uint8 NHWC images: one row per class (the first classes up to `max_classes`),
+    up to `per_class` images each, in index order; missing cells stay black."""
+    from PIL import Image
+
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    classes = sorted(set(labels.tolist()))[:max_classes]
+    if not classes:
+        raise ValueError("no images for a grid")
+    h, w, c = images.shape[1:4]
+    pad = 1
+    grid = np.zeros(((h + pad) * len(classes) + pad, (w + pad) * per_class + pad, c), dtype=np.uint8)
+    for r, cls in enumerate(classes):
+        for k, i in enumerate(np.flatnonzero(labels == cls)[:per_class]):
+            y, x = pad + r * (h + pad), pad + k * (w + pad)
+            grid[y:y + h, x:x + w] = images[i]
+    img = Image.fromarray(grid[..., 0] if c == 1 else grid)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
