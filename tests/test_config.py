@@ -94,7 +94,7 @@ def test_overrides_parse_yaml_values():
 
 def test_ints_are_accepted_for_floats_but_not_the_reverse():
     assert load_config(DEFAULT_CONFIG, ["train.lr=1"]).train.lr == 1.0
-    assert isinstance(load_config(DEFAULT_CONFIG, ["train.kimg=3"]).train.kimg, float)
+    assert isinstance(load_config(DEFAULT_CONFIG, ["train.kimg=30"]).train.kimg, float)
 
 
 def test_the_default_file_lists_every_key():
