@@ -7,7 +7,8 @@ load the models once and take chunks of sample.chunk_size image indices; each ch
 atomically as chunk_<k>.npz (images uint8 NHWC, labels, indices; no pickle), so a re-run after
 an interruption generates only the missing chunks (the runner keeps the partial output). Image
 i depends only on (sample.seed, i): the output is the same for any number of actors, batch
-size or resumption. samples.json describes the set; images/s and NFE per image are logged.
+size or resumption. samples.json describes the set, grid.png shows the first 100 images (also an
+MLflow artifact); images/s and NFE per image are logged.
 """
 from pipeline.graph import StageSpec
 
@@ -20,6 +21,8 @@ STAGE = StageSpec(
 )
 
 SAMPLES_FILE = "samples.json"
+GRID_FILE = "grid.png"
+GRID_IMAGES = 100
 
 
 def pick_model(train_diffusion: dict, p_uncond: float):
@@ -71,6 +74,7 @@ def run(ctx, cfg, inputs):
     unet = model.read_json("model.json")["unet"]
     description["image_shape"] = [unet["image_size"], unet["image_size"], unet.get("in_channels", 3)]
     ctx.out.write_json(SAMPLES_FILE, description)
+    _log_grid(ctx, plans)
     ctx.log_params({f"sample.{k}": v for k, v in trial.to_dict().items()})
     ctx.set_tags({"trial": trial.name, "model.key": model.key})
     figures = {"images_per_s": result.images_per_s, "nfe_per_image": float(nfe),
@@ -79,3 +83,27 @@ def run(ctx, cfg, inputs):
     ctx.log_metrics(figures)
     return {**figures, "name": trial.name, "num_images": trial.num_images, "num_chunks": result.num_chunks,
             "num_actors": s.num_actors, "wall_seconds": round(time.time() - started, 3)}
+
+
+def _log_grid(ctx, plans) -> None:
+    """The first images as a PNG grid: in the output and as an MLflow artifact."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    from pipeline.generation.chunks import read_chunk
+    from pipeline.generation.grid import grid_png
+
+    images = []
+    for plan in plans:
+        images.append(read_chunk(ctx.out, plan)[0])
+        if sum(len(i) for i in images) >= GRID_IMAGES:
+            break
+    images = np.concatenate(images)[:GRID_IMAGES]
+    data = grid_png(images, scale=max(1, 64 // images.shape[1]))
+    ctx.out.write_bytes(GRID_FILE, data)
+    path = os.path.join(tempfile.mkdtemp(prefix="sample-grid-"), GRID_FILE)
+    with open(path, "wb") as f:
+        f.write(data)
+    ctx.log_artifact(path)

@@ -19,7 +19,8 @@ class Models:
 
     @property
     def device(self) -> torch.device:
-        return next(self.main.net.parameters()).device
+        first = next(self.main.net.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
 
 
 def load_models(trial: SamplerTrial, diffusion_location: str, classifier_location: Optional[str] = None,

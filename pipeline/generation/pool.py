@@ -40,11 +40,11 @@ class SamplerWorker:
 
     def run_chunk(self, plan: tuple[int, int, int]) -> dict:
         plan = ChunkPlan(*plan)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         images, labels = generate(self.trial, self.models, plan.indices, self.batch_size, self.net_batch)
         size = write_chunk(self.out, plan, images, labels)
         return {"chunk": plan.index, "num_images": len(labels), "seconds": time.perf_counter() - started,
-                "bytes": size}
+                "cpu_seconds": time.process_time() - cpu_started, "bytes": size}
 
 
 @dataclass
@@ -55,6 +55,7 @@ class PoolResult:
     seconds: float            # wall time from the first chunk submitted to the last written
     startup_seconds: float    # actors started and models loaded
     chunk_seconds: list[float] = field(default_factory=list)
+    chunk_cpu_seconds: list[float] = field(default_factory=list)  # CPU time of the actor per chunk
 
     @property
     def images_per_s(self) -> float:
@@ -96,6 +97,7 @@ def generate_parallel(trial: SamplerTrial, diffusion_location: str, out, *, clas
             info = ray.get(done)
             result.generated_images += info["num_images"]
             result.chunk_seconds.append(info["seconds"])
+            result.chunk_cpu_seconds.append(info["cpu_seconds"])
             if on_chunk is not None:
                 on_chunk(info)
             if queue:

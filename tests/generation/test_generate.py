@@ -133,3 +133,40 @@ def test_denoiser_matches_the_guidance_kind(tiny_models):
     t = trial(guidance="cfg", interval=(0.5, 1.0))
     d = build_denoiser(t, load_models(t, tiny_models["diffusion"]))
     assert isinstance(d, ClassifierFreeGuidance) and d.interval == (50, 99) and d.null_label == NUM_CLASSES
+
+
+class ExactPointMassNet(torch.nn.Module):
+    """The exact noise predictor when every image of class c is the constant image mu_c:
+    eps(x_t, t, c) = (x_t - sqrt(alpha_bar_t) mu_c) / sqrt(1 - alpha_bar_t), t on the training grid.
+    The null label predicts for mu_null = 0. Samples from it must be the class images."""
+
+    def __init__(self, schedule, colours: torch.Tensor):
+        super().__init__()
+        self.alpha_bar = schedule.alphas_cumprod.float()
+        self.colours = torch.cat([colours, torch.zeros(1, 3)])  # [K + 1, 3] in [-1, 1]
+        self.learn_sigma, self.num_classes, self.null_label = False, colours.shape[0], colours.shape[0]
+        self.image_size, self.in_channels = 8, 3
+
+    def forward(self, x, t, labels, perturb_attention=None):
+        a = self.alpha_bar[t].view(-1, 1, 1, 1)
+        mu = self.colours[labels].view(-1, 3, 1, 1)
+        return (x - a.sqrt() * mu) / (1 - a).sqrt()
+
+
+@pytest.mark.parametrize("sampler,w", [("ddim", 0.0), ("ddpm", 0.0), ("ddim", 0.5), ("ddpm", 0.5)])
+def test_an_exact_denoiser_samples_exactly_its_class_images(sampler, w):
+    """End-to-end check of the sampling path (labels, respacing to original timesteps, sampler,
+    uint8 conversion): each image is the constant colour of its own label. With CFG against a
+    null prediction of 0, every x0 prediction is (1 + w) mu_c (eq. 6 of the CFG paper), clipped."""
+    from pipeline.diffusion.schedules import make_schedule
+    from pipeline.generation import Models
+    from pipeline.training.artifacts import DiffusionModel
+
+    schedule = make_schedule("cosine", 100)
+    levels = torch.tensor(np.random.default_rng(0).integers(20, 236, size=(NUM_CLASSES, 3)))
+    models = Models(main=DiffusionModel(ExactPointMassNet(schedule, levels.float() / 127.5 - 1), schedule))
+    t = trial(guidance="cfg", w=w, sampler=sampler, steps=10, class_dist="uniform")
+    images, labels = generate(t, models, range(12), batch_size=5)
+    mu = levels[torch.from_numpy(labels)].float() / 127.5 - 1
+    expected = ((((1 + w) * mu).clamp(-1, 1) + 1) * 127.5).round().numpy()[:, None, None, :]
+    assert np.abs(images.astype(int) - expected).max() <= 1

@@ -56,3 +56,35 @@ def test_real_images_score_better_than_samples_and_carry_their_protocol(tiny_mod
     assert protocol["evalnet"]["seed_range"] == [7, 0, 64]
     params = protocol_params(protocol)
     assert params["protocol.evalnet.extractor"] == "evalnet" and params["protocol.evalnet.seed_range"] == "[7, 0, 64]"
+
+
+def test_with_inception_weights_both_feature_spaces_are_scored(tiny_models, monkeypatch, tmp_path):
+    """clean-fid's Inception is replaced by a tiny network on the same clean-resize path (the real
+    weights cannot be downloaded here); the metrics get clean-fid's names and their own protocol."""
+    import pipeline.generation.scoring as scoring
+    from pipeline.metrics import CleanResizeExtractor, batches_from_arrays
+    from tests.generation.conftest import directory
+    from tests.metrics.conftest import TinyCleanNet
+
+    asked = []
+
+    def fake_inception(weights, device="cpu"):
+        asked.append(weights)
+        return CleanResizeExtractor(TinyCleanNet(), name="inception", feature_dim=12, device=device)
+
+    monkeypatch.setattr(scoring, "inception_extractor", fake_inception)
+    cfg = eval_cfg(extractors=["evalnet", "inception"], inception_weights="/data/inception-2015-12-05.pt")
+    extractors, notes = make_extractors(cfg, tiny_models["evalnet"])
+    assert [e.name for e in extractors] == ["evalnet", "inception"] and not notes
+    assert asked == ["/data/inception-2015-12-05.pt"]
+
+    real, real_labels = real_images(48)
+    index = scoring.write_references(directory(tmp_path), scoring.reference_stats(
+        extractors, batches_from_arrays(real, real_labels, 16)))
+    assert set(index) == {"evalnet", "inception"}
+    refs = load_references(str(tmp_path))
+    images, labels = real_images(48, seed=9)
+    metrics, protocol = score(images, labels, extractors, refs, cfg, seed_range(9, 48))
+    assert {"fid", "kid_mean", "precision_inception", "recall_inception", "fd_evalnet", "class_accuracy"} <= set(metrics)
+    assert protocol["inception"]["reference_stats_id"] == index["inception"]["stats_id"]
+    assert protocol["inception"]["extractor"] == "inception" and protocol["evalnet"]["extractor"] == "evalnet"

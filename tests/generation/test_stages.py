@@ -47,6 +47,10 @@ def test_sample_and_evaluate_through_the_runner_then_resume(run_pipeline, workdi
         assert z["images"].shape == (8, 8, 8, 3) and z["indices"].tolist() == list(range(32, 40))
     sample_summary = json.loads((sample_dir / "_MANIFEST.json").read_text())["summary"]
     assert sample_summary["nfe_per_image"] == 8 and sample_summary["images_per_s"] > 0
+    from PIL import Image
+
+    with Image.open(sample_dir / "grid.png") as grid:  # 40 images of 8 px, 7 columns, x8 for display
+        assert grid.size == (8 * (7 * 9 + 1), 8 * (6 * 9 + 1))
 
     evaluation = json.loads((_output(workdir, "evaluate") / "_MANIFEST.json").read_text())["summary"]
     assert OFFLINE <= set(evaluation["metrics"])
@@ -63,6 +67,8 @@ def test_sample_and_evaluate_through_the_runner_then_resume(run_pipeline, workdi
     assert runs["evaluate"].data.params["protocol.evalnet.num_samples"] == "40"
     assert runs["evaluate"].data.params["protocol.evalnet.reference_stats_id"] == protocol["reference_stats_id"]
     assert {"images_per_s", "nfe_per_image"} <= set(runs["sample"].data.metrics)
+    artifacts = [a.path for a in client.list_artifacts(runs["sample"].info.run_id)]
+    assert "grid.png" in artifacts
 
     # An interrupted sample run: its partial output holds two of the three chunks (and a torn
     # temporary file). The re-run generates only the missing chunk; the result is byte-identical.
