@@ -218,6 +218,9 @@ class SweepConfig:
     pag_w: list[float] = _field([1.0])
     samplers: list[Literal["ddpm", "ddim"]] = _field(["ddim"])
     steps: list[int] = _field([25, 50])
+    eta: float = _field(0.0, ge=0.0, doc="DDIM's eta for the ddim trials")
+    class_dist: Literal["uniform", "balanced"] = "balanced"
+    batch_size: int = _field(250, ge=1, doc="images through the sampler at once, per trial")
     p_uncond: Optional[list[float]] = _field(None, doc="subset of train.p_uncond; None: all")
     screen_images: int = _field(500, ge=2)
     full_images: int = _field(2000, ge=2)

@@ -31,8 +31,8 @@ def config_name(c: dict[str, Any]) -> str:
     return f"{c['guidance']}{strength}-{c['sampler']}{c['steps']}{eta}-p{c['p_uncond']:g}"
 
 
-def configurations(sweep, sample, train_p_uncond: Iterable[float]) -> list[dict[str, Any]]:
-    """Every distinct configuration of the `sweep` section (eta and class_dist from `sample`)."""
+def configurations(sweep, train_p_uncond: Iterable[float]) -> list[dict[str, Any]]:
+    """Every distinct configuration of the `sweep` section."""
     p_values = list(sweep.p_uncond) if sweep.p_uncond is not None else list(train_p_uncond)
     seen: dict[str, dict[str, Any]] = {}
     for guidance in sweep.guidance:
@@ -46,8 +46,8 @@ def configurations(sweep, sample, train_p_uncond: Iterable[float]) -> list[dict[
                     for steps in sweep.steps:
                         c = {"guidance": kind, "strength": float(strength if kind != "none" else 0.0),
                              "sampler": sampler, "steps": int(steps),
-                             "eta": float(sample.eta) if sampler == "ddim" else 0.0,
-                             "p_uncond": float(p), "class_dist": sample.class_dist, "seed": int(sweep.seed)}
+                             "eta": float(sweep.eta) if sampler == "ddim" else 0.0,
+                             "p_uncond": float(p), "class_dist": sweep.class_dist, "seed": int(sweep.seed)}
                         c["config_id"] = config_id(c)
                         c["name"] = config_name(c)
                         seen.setdefault(c["config_id"], c)

@@ -22,7 +22,7 @@ from pipeline.graph import StageSpec
 STAGE = StageSpec(
     name="sweep",
     version="1",
-    reads=("sweep", "sample", "eval", "diffusion", "data"),
+    reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
     description="Ray Tune over guidance kind x strength x sampler x steps x p_uncond; each trial samples and evaluates.",
 )
@@ -51,11 +51,11 @@ def run(ctx, cfg, inputs):
 
     sw = cfg.sweep
     diffusion = {float(out.variant["train.p_uncond"]): out.uri for out in inputs["train_diffusion"].values()}
-    configs = configurations(sw, cfg.sample, sorted(diffusion))
+    configs = configurations(sw, sorted(diffusion))
     trial_inputs = TrialInputs(
         out_uri=ctx.out.uri, diffusion=diffusion, classifier=inputs["train_classifier"].uri,
         evalnet=inputs["train_evalnet"].uri, reference_stats=inputs["reference_stats"].uri, eval_cfg=cfg.eval,
-        batch_size=cfg.sample.batch_size, dataset=dataset_name(cfg.data), use_gpu=sw.gpus_per_trial > 0,
+        batch_size=sw.batch_size, dataset=dataset_name(cfg.data), use_gpu=sw.gpus_per_trial > 0,
         num_threads=max(1, int(sw.cpus_per_trial)), num_train_timesteps=cfg.diffusion.timesteps)
     _check_resources(ctx, cfg)
     logger = TrialLogger(ctx, cfg)

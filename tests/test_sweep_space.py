@@ -14,7 +14,7 @@ def _cfg(*sets):
 
 def test_default_space_covers_every_kind_and_folds_strength_zero_into_unguided():
     cfg = _cfg()
-    configs = configurations(cfg.sweep, cfg.sample, cfg.train.p_uncond)
+    configs = configurations(cfg.sweep, cfg.train.p_uncond)
     kinds = {c["guidance"] for c in configs}
     assert kinds == {"none", "cfg", "classifier", "autoguidance", "pag"}
     # cfg w=0 is the conditional model: one "none" trial per (p_uncond, sampler, steps), not two
@@ -27,27 +27,38 @@ def test_default_space_covers_every_kind_and_folds_strength_zero_into_unguided()
 
 def test_ids_are_stable_and_depend_on_every_setting():
     cfg = _cfg()
-    a = configurations(cfg.sweep, cfg.sample, cfg.train.p_uncond)
-    b = configurations(cfg.sweep, cfg.sample, cfg.train.p_uncond)
+    a = configurations(cfg.sweep, cfg.train.p_uncond)
+    b = configurations(cfg.sweep, cfg.train.p_uncond)
     assert [c["config_id"] for c in a] == [c["config_id"] for c in b]
     c = dict(a[1])
     ids = {config_id(c)}
-    for key, value in (("steps", 7), ("p_uncond", 0.5), ("sampler", "ddpm"), ("seed", 3), ("strength", 9.0)):
+    for key, value in (("steps", 7), ("p_uncond", 0.5), ("sampler", "ddpm"), ("seed", 3), ("strength", 9.0),
+                       ("eta", 0.3), ("class_dist", "uniform")):
         ids.add(config_id({**c, key: value}))
-    assert len(ids) == 6
+    assert len(ids) == 8
+
+
+def test_the_sample_section_does_not_touch_the_sweep():
+    """`sample` configures the single sample/evaluate run; changing it re-runs no sweep."""
+    from pipeline.graph import build_instances, load_stages
+
+    stages = load_stages()
+    keys = [{i.name: i.key for i in build_instances(stages, _cfg(*sets))} for sets in ((), ("sample.w=3.0",
+                                                                                           "sample.eta=0.5"))]
+    assert keys[0]["sweep"] == keys[1]["sweep"] and keys[0]["sample"] != keys[1]["sample"]
 
 
 def test_p_uncond_selects_models_and_cfg_needs_an_unconditional_model():
     cfg = _cfg("train.p_uncond=[0.0,0.1,0.2]", "sweep.p_uncond=[0.0,0.2]")
-    configs = configurations(cfg.sweep, cfg.sample, cfg.train.p_uncond)
+    configs = configurations(cfg.sweep, cfg.train.p_uncond)
     assert {c["p_uncond"] for c in configs} == {0.0, 0.2}
     assert not [c for c in configs if c["guidance"] == "cfg" and c["p_uncond"] == 0.0]
     assert [c for c in configs if c["guidance"] == "classifier" and c["p_uncond"] == 0.0]
 
 
 def test_eta_applies_to_ddim_only():
-    cfg = _cfg("sample.eta=0.5", "sweep.samplers=[ddim,ddpm]")
-    configs = configurations(cfg.sweep, cfg.sample, cfg.train.p_uncond)
+    cfg = _cfg("sweep.eta=0.5", "sweep.samplers=[ddim,ddpm]")
+    configs = configurations(cfg.sweep, cfg.train.p_uncond)
     assert {c["eta"] for c in configs if c["sampler"] == "ddim"} == {0.5}
     assert {c["eta"] for c in configs if c["sampler"] == "ddpm"} == {0.0}
 
