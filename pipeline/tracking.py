@@ -203,6 +203,15 @@ class RunLogger:
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
 
+    def log_metric_rows(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        """Many (step, metrics) rows, e.g. a training history, in batches of 1000 values."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(safe_key(k), float(v), now, int(step)) for step, metrics in rows for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
     def log_artifact(self, local_path: str, artifact_path: Optional[str] = None) -> None:
         self.client.log_artifact(self.run_id, local_path, artifact_path)
 

@@ -62,11 +62,7 @@ def run(ctx, cfg, inputs):
     state = result.state
     if state.resumes:
         ctx.log(f"resumed from checkpoints at {state.resumes} images seen")
-    for nimg, loss in state.losses:
-        ctx.log_metrics({"train_loss": loss}, step=nimg)
-    for record in state.records:
-        ctx.log_metrics({("loss_mean" if k == "loss" else k): v for k, v in record.items() if k != "nimg"},
-                        step=int(record["nimg"]))
+    log_history(ctx, state)
 
     model = NoisyClassifier(**kwargs)
     model.load_state_dict(state.model)
@@ -96,6 +92,14 @@ def run(ctx, cfg, inputs):
         "resumed_from_nimg": state.resumes, "registered_model": registered,
     }
 
+
+
+def log_history(ctx, state) -> None:
+    """Per-step loss and the periodic records, in few MLflow batches (one call per step is slow)."""
+    rows = [(int(nimg), {"train_loss": loss}) for nimg, loss in state.losses]
+    rows += [(int(r["nimg"]), {("loss_mean" if k == "loss" else k): v for k, v in r.items() if k != "nimg"})
+             for r in state.records]
+    ctx.tracker.log_metric_rows(rows)
 
 
 def register(ctx, name: str, artifact_path: str, tags: dict):

@@ -125,11 +125,11 @@ def run(ctx, cfg, inputs):
 
 def log_history(ctx, state, prefix: str = "") -> None:
     """Per-step loss, then the periodic records (loss, loss per t quartile, images/s, lr, grad norm)."""
-    for nimg, loss in state.losses:
-        ctx.log_metrics({f"{prefix}train_loss": loss}, step=nimg)
+    rows = [(int(nimg), {f"{prefix}train_loss": loss}) for nimg, loss in state.losses]
     for record in state.records:
         metrics = {("loss_mean" if k == "loss" else k): v for k, v in record.items() if k != "nimg"}
-        ctx.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()}, step=int(record["nimg"]))
+        rows.append((int(record["nimg"]), {f"{prefix}{k}": v for k, v in metrics.items()}))
+    ctx.tracker.log_metric_rows(rows)
 
 
 def log_grids(ctx, unet: dict, diffusion: dict, state, grids) -> list[str]:

@@ -13,7 +13,7 @@ TINY_UNET = ["--set", "model.base_channels=16", "--set", "model.num_head_channel
 TINY_TRAIN = ["--set", "train.p_uncond=[0.1]", "--set", "train.kimg=0.768", "--set", "train.batch_size=64",
               "--set", "train.warmup_kimg=0.128", "--set", "train.checkpoint_kimg=0.384",
               "--set", "train.sample_grid_kimg=0.384", "--set", "train.ema_decays=[0.9]",
-              "--set", "train.guide.base_channels=8", "--set", "train.guide.kimg=0.256"]
+              "--set", "train.guide.kind=smaller", "--set", "train.guide.base_channels=8", "--set", "train.guide.kimg=0.256"]
 TINY_CLASSIFIER = ["--set", "classifier.base_channels=16", "--set", "classifier.num_head_channels=16",
                    "--set", "classifier.kimg=1.28", "--set", "classifier.batch_size=64", "--set", "classifier.lr=3e-3"]
 
