@@ -558,6 +558,9 @@ def _check_cross_section(c: Config, origins: _Origins) -> None:
     if not c.train.ema_decays:
         fail("train.ema_decays", c.train.ema_decays, "needs at least one decay")
     in_unit_interval("train.ema_decays", c.train.ema_decays, closed_right=False)
+    if c.train.guide.kind == "early" and c.train.guide.kimg >= c.train.kimg:
+        fail("train.guide.kimg", c.train.guide.kimg,
+             f"an early-snapshot guide must be taken before the end of training (train.kimg = {c.train.kimg:g})")
     for section in ("train", "classifier", "evalnet"):
         s = getattr(c, section)
         if s.batch_size % s.num_workers:

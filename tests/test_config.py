@@ -40,6 +40,7 @@ BAD_CONFIGS = [
     (["data.source=parquet", "data.path=/no/such/dir"], "data.path = '/no/such/dir'", "no such file"),
     (["tracking.uri=./mlruns"], "tracking.uri = './mlruns'", "refuses the file store"),
     (["train.ema_decays=[1.0]"], "train.ema_decays[0] = 1.0", "must be in (0, 1)"),
+    (["train.guide.kind=early", "train.guide.kimg=5000"], "train.guide.kimg = 5000.0", "before the end of training"),
     (["sample.guidance_interval=[0.8,0.2]"], "sample.guidance_interval", "0 <= lo < hi <= 1"),
     (["train=3"], "train = 3", "expected a mapping"),
     (["train.lr"], "train.lr", "must look like section.key=value"),
