@@ -30,9 +30,13 @@ pytestmark = [pytest.mark.slow,
 
 
 def _env() -> dict:
-    """Ray's token authentication with a token made for this test (head and client share it)."""
+    """Ray's token authentication with a token made for this test (head and client share it), and
+    this interpreter's bin directory first on PATH, as an activated venv would have it: the job's
+    entrypoint `python` resolves on the head through PATH (CI runs `.venv/bin/python -m pytest`
+    without activating the venv)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
-    return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
+    path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return {**env, "PATH": path, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
 
 
 TOKEN = secrets.token_hex(16)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO, isolated_overrides
 from tests.fake_stages.graph import MODULES
@@ -36,6 +37,8 @@ def fake(run_pipeline, capsys):
     return _run
 
 
+DEFAULT_LR = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())["train"]["lr"]
+assert DEFAULT_LR != 0.001, "the invalidation test below overrides train.lr with 0.001"
 ALL = {"source", "train[p_uncond=0.1]", "train[p_uncond=0.2]", "evalnet", "report"}
 
 
@@ -55,7 +58,7 @@ def test_cache_hit_miss_and_exact_invalidation(fake, workdir):
     # One training setting: the trainings and what reads them re-run, nothing else.
     code, plan, out = fake("--set", "train.lr=0.001")
     assert code == 0 and ran(plan) == {"train[p_uncond=0.1]", "train[p_uncond=0.2]", "report"}
-    assert "changed: train.lr 0.0002 -> 0.001" in out
+    assert f"changed: train.lr {DEFAULT_LR} -> 0.001" in out
 
     code, plan, _ = fake("--set", "train.lr=0.001", "--set", "evalnet.width=16")
     assert ran(plan) == {"evalnet", "report"}
