@@ -196,6 +196,9 @@ class SampleConfig:
     chunk_size: int = _field(500, ge=1, doc="images per atomically written chunk")
     num_actors: int = _field(2, ge=1)
     seed: int = _field(0, ge=0)
+    precision: Literal["fp32", "bf16"] = _field(
+        "fp32", doc="bf16: the denoising networks under bf16 autocast (AMX / tensor cores); images then depend "
+                    "on the hardware's bf16 kernels")
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,7 @@ class SweepConfig:
     steps: list[int] = _field([25, 50])
     eta: float = _field(0.0, ge=0.0, doc="DDIM's eta for the ddim trials")
     class_dist: Literal["uniform", "balanced"] = "balanced"
+    precision: Literal["fp32", "bf16"] = _field("fp32", doc="as sample.precision, for every trial")
     batch_size: int = _field(250, ge=1, doc="images through the sampler at once, per trial")
     p_uncond: Optional[list[float]] = _field(None, doc="subset of train.p_uncond; None: all")
     screen_images: int = _field(500, ge=2)

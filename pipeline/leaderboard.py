@@ -25,8 +25,8 @@ from typing import Any, Iterable, Optional
 import pandas as pd
 
 # What describes a configuration, in display order (metrics follow).
-CONFIG_COLUMNS = ("guidance", "w", "s", "p_uncond", "sampler", "steps", "nfe", "images_per_s", "num_images")
-HEADERS = {"num_images": "N", "nfe": "NFE/img", "images_per_s": "img/s"}
+CONFIG_COLUMNS = ("guidance", "w", "s", "p_uncond", "sampler", "steps", "precision", "nfe", "images_per_s", "num_images")
+HEADERS = {"num_images": "N", "nfe": "NFE/img", "images_per_s": "img/s", "precision": "dtype"}
 # Metrics shown first when present, then any other metric in alphabetical order.
 METRIC_ORDER = ("fid", "is", "fd_evalnet", "is_evalnet", "precision_evalnet", "recall_evalnet", "class_accuracy",
                 "precision_inception", "recall_inception", "kid_mean", "kid_evalnet_mean")

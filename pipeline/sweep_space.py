@@ -28,7 +28,8 @@ def config_name(c: dict[str, Any]) -> str:
     """A short readable id: cfg_w1-ddim25-p0.1."""
     strength = {"none": "", "classifier": f"_s{c['strength']:g}"}.get(c["guidance"], f"_w{c['strength']:g}")
     eta = f"-eta{c['eta']:g}" if c["sampler"] == "ddim" and c["eta"] else ""
-    return f"{c['guidance']}{strength}-{c['sampler']}{c['steps']}{eta}-p{c['p_uncond']:g}"
+    precision = f"-{c['precision']}" if c.get("precision", "fp32") != "fp32" else ""
+    return f"{c['guidance']}{strength}-{c['sampler']}{c['steps']}{eta}-p{c['p_uncond']:g}{precision}"
 
 
 def configurations(sweep, train_p_uncond: Iterable[float]) -> list[dict[str, Any]]:
@@ -48,6 +49,8 @@ def configurations(sweep, train_p_uncond: Iterable[float]) -> list[dict[str, Any
                              "sampler": sampler, "steps": int(steps),
                              "eta": float(sweep.eta) if sampler == "ddim" else 0.0,
                              "p_uncond": float(p), "class_dist": sweep.class_dist, "seed": int(sweep.seed)}
+                        if sweep.precision != "fp32":  # absent for fp32: earlier sweeps' ids stay valid
+                            c["precision"] = sweep.precision
                         c["config_id"] = config_id(c)
                         c["name"] = config_name(c)
                         seen.setdefault(c["config_id"], c)

@@ -112,7 +112,7 @@ def run_trial(config: dict[str, Any], fidelity: str, num_images: int, inputs: Tr
     trial = lib.SamplerTrial(guidance=config["guidance"], w=config["strength"], interval=None,
                              sampler=config["sampler"], steps=config["steps"], eta=config["eta"],
                              p_uncond=config["p_uncond"], num_images=num_images, class_dist=config["class_dist"],
-                             seed=config["seed"])
+                             seed=config["seed"], precision=config.get("precision", "fp32"))
     prefix = _load_prefix(out, cid, num_images)
     have = 0 if prefix is None else len(prefix[0])
     images, labels = prefix if prefix is not None else (None, None)
@@ -135,7 +135,7 @@ def run_trial(config: dict[str, Any], fidelity: str, num_images: int, inputs: Tr
         out.write_bytes(f"grids/{cid}.png", image_grid(images, labels))
     w, s = guidance_strengths(config["guidance"], config["strength"])
     row = {
-        **config, "w": w, "s": s, "fidelity": fidelity, "num_images": int(num_images),
+        **config, "precision": trial.precision, "w": w, "s": s, "fidelity": fidelity, "num_images": int(num_images),
         "nfe": int(lib.nfe_per_image(trial, inputs.num_train_timesteps)),
         "images_per_s": generated / gen_seconds if gen_seconds > 0 else None,
         "generated": int(generated), "generate_seconds": round(gen_seconds, 3),

@@ -10,6 +10,11 @@ guided denoiser is evaluated:
   default NCHW layout.
 ``images_per_s_ours_without_channels_last`` is an ablation (ours in NCHW) so every run shows
 what the layout change buys on the machine at hand.
+Where the CPU has native bf16 (AMX / AVX512-BF16; ``torch.ops.mkldnn._is_mkldnn_bf16_supported``)
+ours also runs with ``precision: bf16`` (the network under bf16 autocast, eps and the sampler in
+float32: what ``sample.precision: bf16`` does in the pipeline). ``ratio_fp32`` compares like with
+like; ``ratio_bf16`` and ``max_abs_diff_bf16_vs_naive`` show what bf16 buys and costs; ``ratio`` is
+the better of the two, named by ``ratio_precision``.
 Timing: the best of ``reps`` interleaved repetitions per method (the machine may be shared, and
 the minimum is the least-disturbed estimate).
 """
@@ -67,8 +72,8 @@ class NaiveCFG:
         return DenoiserOutput(eps=(1 + self.w) * eps_c - self.w * eps_u, var_frac=(raw + 1) / 2)
 
 
-def _matmul_gflops_per_s(size: int, reps: int = 10) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def _matmul_gflops_per_s(size: int, reps: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     best = math.inf
     for _ in range(reps):
@@ -96,6 +101,9 @@ def run(quick: bool = False) -> dict:
     naive_denoiser = NaiveCFG(net, GUIDANCE_WEIGHT)
 
     ours_nchw_denoiser = ClassifierFreeGuidance(NetworkDenoiser(net, learned_sigma=True), GUIDANCE_WEIGHT, null)
+    with_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    ours_bf16_denoiser = ClassifierFreeGuidance(
+        NetworkDenoiser(net, learned_sigma=True, autocast_dtype=torch.bfloat16), GUIDANCE_WEIGHT, null)
 
     def ours():
         x_T, generators = trial_noise(TRIAL_SEED, range(batch), (3, size, size))
@@ -108,6 +116,11 @@ def run(quick: bool = False) -> dict:
         with torch.inference_mode():
             return sample_ddpm(ours_nchw_denoiser, x_T, schedule, labels, generators=generators)
 
+    def ours_bf16():
+        x_T, generators = trial_noise(TRIAL_SEED, range(batch), (3, size, size))
+        with torch.inference_mode():
+            return sample_ddpm(ours_bf16_denoiser, x_T, schedule, labels, generators=generators)
+
     def naive():
         x_T, generators = trial_noise(TRIAL_SEED, range(batch), (3, size, size))
         return sample_ddpm(naive_denoiser, x_T, schedule, labels, generators=generators)
@@ -117,9 +130,15 @@ def run(quick: bool = False) -> dict:
     max_abs_diff = float((images_ours - images_naive).abs().max())
 
     ours_nchw()
-    best = {"ours": math.inf, "naive": math.inf, "ours_nchw": math.inf}
+    methods = [("ours", ours), ("naive", naive), ("ours_nchw", ours_nchw)]
+    max_abs_diff_bf16 = mean_abs_diff_bf16 = None
+    if with_bf16:
+        bf16_difference = (ours_bf16() - images_naive).abs()
+        max_abs_diff_bf16, mean_abs_diff_bf16 = float(bf16_difference.max()), float(bf16_difference.mean())
+        methods.append(("ours_bf16", ours_bf16))
+    best = {name: math.inf for name, _ in methods}
     for _ in range(setup["reps"]):
-        for name, fn in (("ours", ours), ("naive", naive), ("ours_nchw", ours_nchw)):
+        for name, fn in methods:
             start = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
@@ -128,21 +147,36 @@ def run(quick: bool = False) -> dict:
     forward_gflops = forward_gflops_per_image(net, probe, torch.full((2,), 500), torch.zeros(2, dtype=torch.long))
     passes_per_step = 2  # conditional + unconditional
     gflops_per_image = forward_gflops * passes_per_step * steps
-    images_per_s_ours = batch / best["ours"]
     images_per_s_naive = batch / best["naive"]
+    ratios = {"fp32": best["naive"] / best["ours"]}
+    if with_bf16:
+        ratios["bf16"] = best["naive"] / best["ours_bf16"]
+    precision = max(ratios, key=ratios.get)
+    images_per_s_ours = batch / best["ours" if precision == "fp32" else "ours_bf16"]
     return {
         "images_per_s_ours": images_per_s_ours,
         "images_per_s_naive": images_per_s_naive,
-        "ratio": images_per_s_ours / images_per_s_naive,
+        "ratio": ratios[precision],
+        "ratio_precision": precision,
+        "ratio_fp32": ratios["fp32"],
+        "ratio_bf16": ratios.get("bf16"),
+        "images_per_s_ours_fp32": batch / best["ours"],
         "gflops_per_image": gflops_per_image,  # model forward GFLOPs x 2 passes per step x steps
         "forward_gflops_per_image": forward_gflops,
         "achieved_gflops_per_s": gflops_per_image * images_per_s_ours,
         "images_per_s_ours_without_channels_last": batch / best["ours_nchw"],
         "machine_matmul_gflops_per_s": _matmul_gflops_per_s(setup["matmul_size"]),
+        "machine_matmul_gflops_per_s_bf16": (_matmul_gflops_per_s(setup["matmul_size"], dtype=torch.bfloat16)
+                                             if with_bf16 else None),
         "batch": batch,
         "steps": steps,
         "passes_per_step": passes_per_step,
         "image_size": size,
         "threads": torch.get_num_threads(),
         "max_abs_diff_vs_naive": max_abs_diff,
+        # images in [-1, 1]; None without native bf16. An untrained network amplifies rounding
+        # (x0 = (x - sqrt(1 - a) eps) / sqrt(a) at a ~ 0, then clipped), so the max is large here;
+        # tests/generation compare bf16 with fp32 images of a trained model.
+        "max_abs_diff_bf16_vs_naive": max_abs_diff_bf16,
+        "mean_abs_diff_bf16_vs_naive": mean_abs_diff_bf16,
     }

@@ -48,15 +48,26 @@ class NetworkDenoiser:
     With ``learned_sigma`` the network emits 2C channels: eps, then raw variance values in
     [-1, 1] (ADM's convention, v = (raw + 1) / 2). Extra keyword arguments (for instance
     ``perturb_attention`` for perturbed-attention guidance) are passed through to the network.
+
+    With ``autocast_dtype`` (torch.bfloat16) the network runs under ``torch.autocast`` (matmuls
+    and convolutions in that dtype: AMX / tensor cores) and its output is cast back to float32,
+    so the guidance combination and the sampler's update stay in float32.
     """
 
-    def __init__(self, net: Callable[..., torch.Tensor], learned_sigma: bool = False):
+    def __init__(self, net: Callable[..., torch.Tensor], learned_sigma: bool = False,
+                 autocast_dtype: Optional[torch.dtype] = None):
         self.net = net
         self.learned_sigma = learned_sigma
+        self.autocast_dtype = autocast_dtype
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None,
                  **kwargs) -> DenoiserOutput:
-        out = self.net(x, t, labels, **kwargs)
+        if self.autocast_dtype is None:
+            out = self.net(x, t, labels, **kwargs)
+        else:
+            with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+                out = self.net(x, t, labels, **kwargs)
+            out = out.float()
         if not self.learned_sigma:
             return DenoiserOutput(eps=out)
         eps, raw = out.chunk(2, dim=1)

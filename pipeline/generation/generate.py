@@ -29,13 +29,16 @@ from pipeline.generation.models import Models
 from pipeline.generation.trial import SamplerTrial, interval_timesteps
 
 NET_BATCH = 64  # rows of every network call (see batching.py); part of what fixes the images
+# The classifier's gradient (classifier guidance) stays in float32 whatever the precision.
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def build_denoiser(trial: SamplerTrial, models: Models, net_batch: int = NET_BATCH):
     """The (guided) denoiser of ``trial``: a denoiser in the sense of pipeline.diffusion.denoiser."""
     main = models.main
     window = interval_timesteps(trial.interval, main.schedule.num_train_timesteps)
-    plain = NetworkDenoiser(FixedBatch(main.net, net_batch), learned_sigma=main.learned_sigma)
+    autocast = AUTOCAST_DTYPES[trial.precision]
+    plain = NetworkDenoiser(FixedBatch(main.net, net_batch), learned_sigma=main.learned_sigma, autocast_dtype=autocast)
     if trial.guidance == "none":
         return plain
     if trial.guidance == "cfg":
@@ -45,7 +48,8 @@ def build_denoiser(trial: SamplerTrial, models: Models, net_batch: int = NET_BAT
     if trial.guidance == "autoguidance":
         if models.guide is None:
             raise ValueError("autoguidance needs the guide model (load_models loads it for this trial)")
-        guide = NetworkDenoiser(FixedBatch(models.guide.net, net_batch), learned_sigma=models.guide.learned_sigma)
+        guide = NetworkDenoiser(FixedBatch(models.guide.net, net_batch), learned_sigma=models.guide.learned_sigma,
+                                autocast_dtype=autocast)
         return AutoGuidance(plain, guide, trial.w, interval=window)
     if trial.guidance == "classifier":
         if models.classifier is None:

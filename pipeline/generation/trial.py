@@ -20,6 +20,7 @@ from typing import Any, Optional
 GUIDANCE_KINDS = ("none", "cfg", "classifier", "autoguidance", "pag")
 SAMPLER_KINDS = ("ddpm", "ddim")
 CLASS_DISTS = ("balanced", "uniform")
+PRECISIONS = ("fp32", "bf16")
 DEFAULT_TRAIN_TIMESTEPS = 1000  # diffusion.timesteps of the default config
 
 
@@ -35,6 +36,7 @@ class SamplerTrial:
     num_images: int = 1000
     class_dist: str = "balanced"
     seed: int = 0
+    precision: str = "fp32"  # bf16: the denoising networks under bf16 autocast (not the classifier)
 
     def __post_init__(self):
         if self.guidance not in GUIDANCE_KINDS:
@@ -43,6 +45,8 @@ class SamplerTrial:
             raise ValueError(f"sampler {self.sampler!r}: expected one of {SAMPLER_KINDS}")
         if self.class_dist not in CLASS_DISTS:
             raise ValueError(f"class_dist {self.class_dist!r}: expected one of {CLASS_DISTS}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: expected one of {PRECISIONS}")
         if self.steps < 1 or self.num_images < 1:
             raise ValueError("steps and num_images must be >= 1")
         if self.w < 0 or self.eta < 0:
@@ -64,7 +68,8 @@ class SamplerTrial:
         interval = sample.guidance_interval
         fields = dict(guidance=sample.guidance, w=sample.w, interval=tuple(interval) if interval else None,
                       sampler=sample.sampler, steps=sample.steps, eta=sample.eta, p_uncond=sample.p_uncond,
-                      num_images=sample.num_images, class_dist=sample.class_dist, seed=sample.seed)
+                      num_images=sample.num_images, class_dist=sample.class_dist, seed=sample.seed,
+                      precision=sample.precision)
         fields.update(overrides)
         return cls(**fields)
 
@@ -94,6 +99,8 @@ class SamplerTrial:
         if self.sampler == "ddim" and self.eta:
             parts.append(f"eta{self.eta:g}")
         parts += [f"p{self.p_uncond:g}", f"n{self.num_images}", self.class_dist, f"s{self.seed}"]
+        if self.precision != "fp32":
+            parts.append(self.precision)
         return "-".join(parts)
 
 

@@ -149,10 +149,13 @@ class AttentionBlock(nn.Module):
         elif perturb is True or bool(perturb.all()):
             a = v
         else:
-            keep = ~perturb
-            a = v.clone()
-            a[keep] = F.scaled_dot_product_attention(q[keep], k[keep], v[keep])
-        out = self.proj_out(_merge_heads(a))  # [B, L, C]
+            # Attention over every row, then V on the perturbed ones: the kernel sees one shape
+            # whatever the mix, so a row's output never depends on its batch (bf16 kernels do
+            # depend on the batch size; see generation/batching.py).
+            a = torch.where(perturb.view(-1, 1, 1, 1), v, F.scaled_dot_product_attention(q, k, v))
+        # One memory layout whichever branch ran (V is a strided view of qkv): bf16 matmul
+        # kernels round differently per layout, which would make a row depend on its batch's mix.
+        out = self.proj_out(_merge_heads(a.contiguous()))  # [B, L, C]
         return x + out.transpose(1, 2).reshape(b, c, *spatial)
 
 

@@ -104,6 +104,43 @@ def test_images_identical_for_any_batch_size_and_split(tiny_models, guidance):
     assert np.array_equal(labels, labels_for(t, range(12), NUM_CLASSES).numpy())
 
 
+@pytest.mark.parametrize("guidance", ["cfg", "autoguidance", "pag"])
+def test_bf16_precision_stays_close_to_fp32_and_batch_invariant(tiny_models, guidance):
+    """precision=bf16 runs the denoising networks under bf16 autocast: the images move by bf16
+    rounding only (a few uint8 levels on most pixels) and still do not depend on the batch size."""
+    fp32 = trial(guidance=guidance, steps=8)
+    bf16 = trial(guidance=guidance, steps=8, precision="bf16")
+    assert bf16.name.endswith("-bf16") and SamplerTrial.from_dict(bf16.to_dict()) == bf16
+    models = load_models(fp32, tiny_models["diffusion"], tiny_models["classifier"])
+    reference, _ = generate(fp32, models, range(12), batch_size=12, net_batch=8)
+    images, _ = generate(bf16, models, range(12), batch_size=12, net_batch=8)
+    again, _ = generate(bf16, models, range(12), batch_size=5, net_batch=8)
+    assert np.array_equal(again, images)
+    difference = np.abs(images.astype(int) - reference.astype(int))
+    assert difference.max() > 0  # bf16 really ran
+    assert np.median(difference) <= 3 and difference.mean() < 8, (np.median(difference), difference.mean())
+
+
+def test_network_denoiser_autocast_returns_float32_from_a_bf16_network():
+    from pipeline.diffusion.denoiser import NetworkDenoiser
+
+    weight = torch.randn(16, 16, dtype=torch.float64).float()
+    seen = []
+
+    def net(x, t, labels):
+        out = x @ weight
+        seen.append(out.dtype)
+        return out
+
+    x = torch.randn(4, 16)
+    exact = NetworkDenoiser(net)(x, torch.zeros(4, dtype=torch.long)).eps
+    rounded = NetworkDenoiser(net, autocast_dtype=torch.bfloat16)(x, torch.zeros(4, dtype=torch.long)).eps
+    assert seen == [torch.float32, torch.bfloat16] and rounded.dtype == torch.float32
+    assert 0 < float((rounded - exact).abs().max()) < 0.1 * float(exact.abs().max())
+    with pytest.raises(ValueError, match="precision"):
+        SamplerTrial(precision="fp16")
+
+
 def test_guidance_changes_the_images_and_the_seed_matters(tiny_models):
     plain = trial(guidance="none")
     models = load_models(trial(guidance="autoguidance"), tiny_models["diffusion"], tiny_models["classifier"])
