@@ -161,6 +161,7 @@ class TrialLogger:
                 "leaderboard.protocol_json": row["protocol_json"], "sweep.fidelity": fidelity}
         params = {k: row[k] for k in ("config_id", "name", "guidance", "strength", "w", "s", "p_uncond", "sampler",
                                       "steps", "eta", "class_dist", "seed", "num_images", "nfe", "fidelity")}
+        params["precision"] = row.get("precision", "fp32")  # rows written before the option existed: fp32
         metrics = {k: v for k, v in row.items() if k not in params and isinstance(v, (int, float))
                    and not isinstance(v, bool) and v is not None}
         with self.tracker.run(f"{row['name']} N={row['num_images']}", tags, parent=self.parent) as run:

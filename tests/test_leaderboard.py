@@ -177,3 +177,14 @@ def test_cli_reads_trial_runs_from_mlflow(tmp_path, capsys):
     assert len(table) == 3 and list(table["rank"]) == [1, 2, 3]
     assert list(table["fd_evalnet"]) == sorted(table["fd_evalnet"])
     assert lb.main(["--tracking-uri", uri, "--experiment", "exp", "--metric", "nope"]) == 2
+
+
+def test_the_precision_of_a_configuration_is_its_dtype_column():
+    rows = synthetic_rows()
+    for i, row in enumerate(rows):
+        row["precision"] = "bf16" if i == 0 else "fp32"
+    md = lb.to_markdown(lb.rank(rows))
+    header = next(line for line in md.splitlines() if line.startswith("| rank"))
+    assert "| steps | dtype | NFE/img |" in header
+    assert "| bf16 |" in md and "| fp32 |" in md
+    assert "precision" not in lb.metric_columns(lb.rank(rows))

@@ -85,3 +85,13 @@ def test_dataset_names():
     assert dataset_name(SimpleNamespace(source="generated", path=None, resolution=64)) == "generated-64px"
     assert dataset_name(SimpleNamespace(source="imagenet_tars", path="/data/ilsvrc", resolution=64)) == "imagenet-64px"
     assert dataset_name(SimpleNamespace(source="imagefolder", path="s3://b/flowers/", resolution=32)) == "flowers-32px"
+
+
+def test_bf16_precision_marks_every_configuration_and_leaves_fp32_ids_alone():
+    fp32 = configurations(_cfg().sweep, [0.1])
+    bf16 = configurations(_cfg("sweep.precision=bf16").sweep, [0.1])
+    assert all("precision" not in c for c in fp32)  # ids of sweeps run before the option stay valid
+    assert all(c["precision"] == "bf16" and c["name"].endswith("-bf16") for c in bf16)
+    assert not {c["config_id"] for c in fp32} & {c["config_id"] for c in bf16}
+    with pytest.raises(ValueError, match="sweep.precision"):
+        _cfg("sweep.precision=fp16")
