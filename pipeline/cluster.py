@@ -15,6 +15,23 @@ from typing import Optional
 from pipeline.config import ClusterConfig
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+# Ray Train V2's placement-group cleaner polls the State API, which lives in the dashboard; a
+# local instance without one makes it warn about once a second for the whole training (it then
+# cannot clean up after a dead controller, which the warning does not change).
+STATE_API_POLL_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+STATE_API_POLL_WARNING = "Failed to query Ray Train Controller actor state"
+
+
+class _DropStateApiPolling(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(STATE_API_POLL_WARNING)
+
+
+def quiet_state_api_polling() -> None:
+    """Worker setup hook of the local instance: drops that one repeated warning, nothing else."""
+    logger = logging.getLogger(STATE_API_POLL_LOGGER)
+    if not any(isinstance(f, _DropStateApiPolling) for f in logger.filters):
+        logger.addFilter(_DropStateApiPolling())
 
 
 def target_address(cfg: ClusterConfig) -> Optional[str]:
@@ -41,7 +58,9 @@ def connect(cfg: ClusterConfig):
         num_gpus=cfg.num_gpus,
         include_dashboard=cfg.include_dashboard,
         dashboard_host=cfg.dashboard_host,
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath},
+                     **({} if cfg.include_dashboard else
+                        {"worker_process_setup_hook": "pipeline.cluster.quiet_state_api_polling"})},
         **common,
     )
 
