@@ -48,19 +48,24 @@ def real_images(n: int = 64, seed: int = 123) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(images, 0, 255).astype(np.uint8), labels
 
 
+def _training_setup(net: torch.nn.Module, seed: int):
+    """What the two brief trainings share: a generator, ``real_images`` as model-space tensors,
+    the schedule and an Adam optimiser; ``net`` is put in training mode."""
+    from pipeline.training.artifacts import schedule_from
+
+    images, labels = real_images(256, seed)
+    x0_all = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    net.train()
+    return (torch.Generator().manual_seed(seed), x0_all, torch.from_numpy(labels), schedule_from(DIFFUSION),
+            torch.optim.Adam(net.parameters(), lr=3e-3))
+
+
 def train_briefly(net: torch.nn.Module, steps: int, p_uncond: float = P_UNCOND, seed: int = 0) -> torch.nn.Module:
     """A few Adam steps of the hybrid loss on ``real_images``: enough that samples are not noise
     pinned to 0 / 255 (seconds on a CPU)."""
     from pipeline.diffusion.losses import diffusion_loss
-    from pipeline.training.artifacts import schedule_from
 
-    generator = torch.Generator().manual_seed(seed)
-    images, labels = real_images(256, seed)
-    x0_all = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    y_all = torch.from_numpy(labels)
-    schedule = schedule_from(DIFFUSION)
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    net.train()
+    generator, x0_all, y_all, schedule, optimizer = _training_setup(net, seed)
     for _ in range(steps):
         pick = torch.randint(0, len(y_all), (32,), generator=generator)
         x0, y = x0_all[pick], y_all[pick].clone()
@@ -77,15 +82,8 @@ def train_briefly(net: torch.nn.Module, steps: int, p_uncond: float = P_UNCOND, 
 def train_classifier_briefly(net: torch.nn.Module, steps: int, seed: int = 0) -> torch.nn.Module:
     """A few Adam steps of cross-entropy on noised ``real_images`` (ADM's noisy classifier)."""
     from pipeline.diffusion.forward import q_sample
-    from pipeline.training.artifacts import schedule_from
 
-    generator = torch.Generator().manual_seed(seed)
-    images, labels = real_images(256, seed)
-    x0_all = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    y_all = torch.from_numpy(labels)
-    schedule = schedule_from(DIFFUSION)
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    net.train()
+    generator, x0_all, y_all, schedule, optimizer = _training_setup(net, seed)
     for _ in range(steps):
         pick = torch.randint(0, len(y_all), (32,), generator=generator)
         t = torch.randint(0, len(schedule) // 2, (32,), generator=generator)
