@@ -14,9 +14,11 @@ import hashlib
 import json
 import os
 import posixpath
+import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import pyarrow.fs as pafs
 
@@ -63,10 +65,32 @@ class Directory:
     path: str
     uri: str
 
+    @classmethod
+    def at(cls, uri: str) -> "Directory":
+        """The directory a URI or local path names (e.g. one handed to a remote worker)."""
+        fs, path = resolve(uri)
+        return cls(fs, path, uri)
+
     @property
     def local_path(self) -> Optional[str]:
         """The directory as an OS path when the store is local, else None."""
         return self.path if isinstance(self.fs, pafs.LocalFileSystem) else None
+
+    def subdir(self, rel: str) -> "Directory":
+        return Directory(self.fs, self.child(rel), f"{self.uri.rstrip('/')}/{rel}")
+
+    @contextmanager
+    def local_file(self, rel: str) -> Iterator[str]:
+        """An OS path holding file `rel`, for APIs that take paths (MLflow artifacts): the file
+        itself on a local store, else a temporary copy with the same name, removed afterwards."""
+        if self.local_path is not None:
+            yield self.child(rel)
+            return
+        with tempfile.TemporaryDirectory(prefix="store-file-") as tmp:
+            path = os.path.join(tmp, posixpath.basename(rel))
+            with open(path, "wb") as f:
+                f.write(self.read_bytes(rel))
+            yield path
 
     def child(self, rel: str) -> str:
         if rel.startswith("/") or ".." in rel.split("/"):

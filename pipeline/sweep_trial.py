@@ -22,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 
 from pipeline.leaderboard import guidance_strengths
-from pipeline.store import Directory, resolve
+from pipeline.store import Directory
 
 SCREEN, FULL = "screen", "full"
 
@@ -42,11 +42,6 @@ class TrialInputs:
     use_gpu: bool = False
     num_threads: int = 1
     num_train_timesteps: int = 1000  # diffusion.timesteps (NFE counts of respaced samplers)
-
-
-def out_dir(uri: str) -> Directory:
-    fs, path = resolve(uri)
-    return Directory(fs, path, uri)
 
 
 def result_path(fidelity: str, cid: str) -> str:
@@ -106,7 +101,7 @@ def run_trial(config: dict[str, Any], fidelity: str, num_images: int, inputs: Tr
 
     torch.set_num_threads(max(1, inputs.num_threads))
     device = "cuda" if inputs.use_gpu and torch.cuda.is_available() else "cpu"
-    out = out_dir(inputs.out_uri)
+    out = Directory.at(inputs.out_uri)
     cid = config["config_id"]
     started = time.perf_counter()
     trial = lib.SamplerTrial(guidance=config["guidance"], w=config["strength"], interval=None,

@@ -85,20 +85,13 @@ def _num(value):
 
 
 def _log_to_mlflow(ctx, ranked) -> None:
-    import os
-    import tempfile
+    import posixpath
 
     from pipeline.leaderboard import display_columns, groups, metric_columns
 
-    out = ctx.out
-    with tempfile.TemporaryDirectory(prefix="leaderboard-") as tmp:
-        for rel in out.files():
-            local = out.child(rel) if out.local_path else os.path.join(tmp, rel)
-            if not out.local_path:
-                os.makedirs(os.path.dirname(local), exist_ok=True)
-                with open(local, "wb") as f:
-                    f.write(out.read_bytes(rel))
-            ctx.log_artifact(local, os.path.dirname(rel) or None)
+    for rel in ctx.out.files():
+        with ctx.out.local_file(rel) as path:
+            ctx.log_artifact(path, posixpath.dirname(rel) or None)
     if ranked.empty:
         return
     table = ranked[["dataset", "protocol", "source"] + display_columns(ranked)].astype(object)

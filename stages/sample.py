@@ -87,9 +87,6 @@ def run(ctx, cfg, inputs):
 
 def _log_grid(ctx, plans) -> None:
     """The first images as a PNG grid: in the output and as an MLflow artifact."""
-    import os
-    import tempfile
-
     import numpy as np
 
     from pipeline.generation.chunks import read_chunk
@@ -103,7 +100,5 @@ def _log_grid(ctx, plans) -> None:
     images = np.concatenate(images)[:GRID_IMAGES]
     data = grid_png(images, scale=max(1, 64 // images.shape[1]))
     ctx.out.write_bytes(GRID_FILE, data)
-    path = os.path.join(tempfile.mkdtemp(prefix="sample-grid-"), GRID_FILE)
-    with open(path, "wb") as f:
-        f.write(data)
-    ctx.log_artifact(path)
+    with ctx.out.local_file(GRID_FILE) as path:
+        ctx.log_artifact(path)

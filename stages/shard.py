@@ -67,9 +67,6 @@ def shard_in_parallel(ray, out_uri: str, plans: list, source_location, options, 
 
 
 def run(ctx, cfg, inputs):
-    import os
-    import shutil
-    import tempfile
     import time
 
     import ray
@@ -127,13 +124,7 @@ def run(ctx, cfg, inputs):
             f"({summary['shards_reused']} kept from an interrupted run), {summary['num_errors']} bad input(s)")
     ctx.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
-    staging = tempfile.mkdtemp(prefix="shard-artifacts-")
-    try:
-        for name in (CLASSES_FILE, ERRORS_FILE):
-            local = os.path.join(staging, name)
-            with open(local, "wb") as f:
-                f.write(ctx.out.read_bytes(name))
-            ctx.log_artifact(local)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    for name in (CLASSES_FILE, ERRORS_FILE):
+        with ctx.out.local_file(name) as path:
+            ctx.log_artifact(path)
     return summary

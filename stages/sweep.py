@@ -76,7 +76,8 @@ def run(ctx, cfg, inputs):
     _write_table(ctx, rows)
     ctx.out.delete(TUNE_DIR)
     ctx.out.delete(SAMPLES_DIR)
-    ctx.log_artifact(_local_copy(ctx, TRIALS))
+    with ctx.out.local_file(TRIALS) as path:
+        ctx.log_artifact(path)
     ctx.log_metrics({"configurations": len(configs), "trials": len(rows), "full_configurations": len(chosen)})
     return {"configurations": len(configs), "trials": len(rows), "screen_images": sw.screen_images,
             "full_images": sw.full_images, "full_configurations": len(chosen),
@@ -168,7 +169,8 @@ class TrialLogger:
             run.log_params(params)
             run.log_metrics(metrics)
             if out.exists(row["grid"]):
-                run.log_artifact(_local_copy(self.ctx, row["grid"]), "grid")
+                with out.local_file(row["grid"]) as path:
+                    run.log_artifact(path, "grid")
         out.write_json(marker, {"run_id": run.run_id})
 
     def callback(self, fidelity: str, total: int, before: int):
@@ -223,16 +225,3 @@ def _write_table(ctx, rows: list[dict]) -> None:
     buf = io.BytesIO()
     pd.DataFrame(rows).to_parquet(buf, index=False)
     ctx.out.write_bytes(TRIALS, buf.getvalue())
-
-
-def _local_copy(ctx, rel: str) -> str:
-    """A local path of a file in the output, for MLflow (copied to a temp dir when the store is remote)."""
-    import os
-    import tempfile
-
-    if ctx.out.local_path:
-        return ctx.out.child(rel)
-    path = os.path.join(tempfile.mkdtemp(prefix="sweep-"), os.path.basename(rel))
-    with open(path, "wb") as f:
-        f.write(ctx.out.read_bytes(rel))
-    return path

@@ -39,7 +39,6 @@ def train_spec(cl):
 
 def run(ctx, cfg, inputs):
     import os
-    import tempfile
 
     import torch
 
@@ -75,12 +74,9 @@ def run(ctx, cfg, inputs):
 
     save_classifier(ctx.out, state.model, kwargs, diffusion, nimg=state.nimg, seed=cl.seed)
     ctx.out.delete(RAY_RUN)
-    tmp = tempfile.mkdtemp(prefix="classifier-")
     for name in (CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG):
-        path = os.path.join(tmp, name)
-        with open(path, "wb") as f:
-            f.write(ctx.out.read_bytes(name))
-        ctx.log_artifact(path, "classifier")
+        with ctx.out.local_file(name) as path:
+            ctx.log_artifact(path, "classifier")
     registered = register(ctx, f"{cfg.tracking.experiment}.noisy_classifier", "classifier",
                           {"store.key": ctx.key, "nimg": state.nimg})
     images_per_s = [r["images_per_s"] for r in state.records]

@@ -60,7 +60,6 @@ def run(ctx, cfg, inputs):
     import dataclasses
 
     from pipeline.data.loader import ShardedDataset
-    from pipeline.store import Directory
     from pipeline.training.artifacts import GUIDE_DIR, diffusion_dict, save_diffusion
     from pipeline.training.diffusion import DiffusionTask
     from pipeline.training.trainer import fit
@@ -92,7 +91,7 @@ def run(ctx, cfg, inputs):
             "importance_sampling": cfg.diffusion.importance_sampling}
     save_diffusion(ctx.out, ema, unet, diffusion, role="main", **meta)
 
-    guide_dir = Directory(ctx.out.fs, ctx.out.child(GUIDE_DIR), ctx.out.uri.rstrip("/") + "/" + GUIDE_DIR)
+    guide_dir = ctx.out.subdir(GUIDE_DIR)
     if early:
         guide_nimg, guide_weights = snapshot_at(state, tr.guide.kimg)
         guide_unet, guide_seconds = unet, 0.0
@@ -173,18 +172,13 @@ def log_and_register(ctx, cfg, p_uncond: float) -> str | None:
     """Log the final weights as MLflow artifacts (model/, model/guide/) and register them in the
     model registry as a new version of `<experiment>.diffusion.p_uncond_<p>`, with the run and the
     store key. Returns "name/version", or None (with a logged note) when the registry refuses."""
-    import os
-    import tempfile
+    import posixpath
 
     from pipeline.training.artifacts import GUIDE_DIR, MODEL_CONFIG, MODEL_WEIGHTS
 
-    tmp = tempfile.mkdtemp(prefix="model-")
     for rel in (MODEL_WEIGHTS, MODEL_CONFIG, f"{GUIDE_DIR}/{MODEL_WEIGHTS}", f"{GUIDE_DIR}/{MODEL_CONFIG}"):
-        path = os.path.join(tmp, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(ctx.out.read_bytes(rel))
-        ctx.log_artifact(path, os.path.dirname(f"model/{rel}"))
+        with ctx.out.local_file(rel) as path:
+            ctx.log_artifact(path, posixpath.dirname(f"model/{rel}"))
     name = f"{cfg.tracking.experiment}.diffusion.p_uncond_{p_uncond:g}"
     try:
         registered = ctx.tracker.register_model(name, "model", {"store.key": ctx.key, "p_uncond": p_uncond},

@@ -63,7 +63,8 @@ def run(ctx, cfg, inputs):
     save_evalnet(ctx.out, model, arch)
     ctx.out.delete(RAY_RUN)  # checkpoints were for resuming; the output is the final weights
     for name in (WEIGHTS_FILE, CONFIG_FILE):
-        ctx.log_artifact(_local_copy(ctx, name))
+        with ctx.out.local_file(name) as path:
+            ctx.log_artifact(path)
     images_per_s = [r["images_per_s"] for r in state.records]
     return {
         "val_accuracy": val_accuracy, "train_accuracy": train_accuracy, "num_val": num_val,
@@ -72,13 +73,3 @@ def run(ctx, cfg, inputs):
         "train_seconds": round(result.seconds, 2), "num_workers": ev.num_workers, "seed": ev.seed,
         "resumed_from_nimg": state.resumes,
     }
-
-
-def _local_copy(ctx, name: str) -> str:
-    import os
-    import tempfile
-
-    path = os.path.join(tempfile.mkdtemp(prefix="evalnet-"), name)
-    with open(path, "wb") as f:
-        f.write(ctx.out.read_bytes(name))
-    return path

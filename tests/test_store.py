@@ -122,3 +122,23 @@ def test_store_on_a_non_local_filesystem_copies_then_writes_the_manifest_last(tm
     store.fs = fs
     assert store.verify("stage", "k1") is None
     assert fs.get_file_info("bucket/root/stage/k1.partial").type == pafs.FileType.NotFound
+
+
+def test_directory_at_a_uri_its_subdirs_and_local_files(tmp_path):
+    import os
+
+    from pipeline.store import Directory
+
+    out = Directory.at(f"file://{tmp_path}/out")
+    guide = out.subdir("guide")
+    guide.write_bytes("w.bin", b"abc")
+    assert guide.uri == f"file://{tmp_path}/out/guide" and (tmp_path / "out" / "guide" / "w.bin").read_bytes() == b"abc"
+    with out.local_file("guide/w.bin") as path:  # a local store: the file itself
+        assert path == str(tmp_path / "out" / "guide" / "w.bin")
+
+    remote = Directory(pafs._MockFileSystem(), "bucket/out", "mock://bucket/out")
+    remote.write_bytes("sub/grid.png", b"png")
+    assert remote.local_path is None
+    with remote.local_file("sub/grid.png") as path:  # elsewhere: a temporary copy with the same name
+        assert os.path.basename(path) == "grid.png" and open(path, "rb").read() == b"png"
+    assert not os.path.exists(path)

@@ -26,13 +26,12 @@ class SamplerWorker:
                  batch_size: int, net_batch: int = NET_BATCH, threads: int = 1, device: str = "cpu"):
         import torch
 
-        from pipeline.store import Directory, resolve
+        from pipeline.store import Directory
 
         torch.set_num_threads(threads)
         self.trial = SamplerTrial.from_dict(trial)
         self.models = load_models(self.trial, diffusion_location, classifier_location, device)
-        fs, path = resolve(out_uri)
-        self.out = Directory(fs, path, out_uri)
+        self.out = Directory.at(out_uri)
         self.batch_size, self.net_batch = batch_size, net_batch
 
     def ready(self) -> bool:

@@ -102,7 +102,7 @@ def write_diffusion(out: Directory, p_uncond: float = P_UNCOND, seed: int = 0) -
 
     save_diffusion(out, train_briefly(UNet(**UNET), 60, p_uncond, seed).state_dict(), UNET, DIFFUSION,
                    p_uncond=p_uncond, nimg=60 * 32, role="main")
-    guide = Directory(out.fs, out.child(GUIDE_DIR), out.uri.rstrip("/") + "/" + GUIDE_DIR)
+    guide = out.subdir(GUIDE_DIR)
     save_diffusion(guide, train_briefly(UNet(**GUIDE_UNET), 20, p_uncond, seed + 1).state_dict(), GUIDE_UNET,
                    DIFFUSION, p_uncond=p_uncond, nimg=20 * 32, role="guide")
 

@@ -20,14 +20,12 @@ def run(ctx, cfg, inputs):
     import torch
 
     from pipeline.nets.unet import UNet
-    from pipeline.store import Directory
     from pipeline.training.artifacts import GUIDE_DIR, diffusion_dict, save_diffusion
 
     p = ctx.variant["train.p_uncond"]
     torch.manual_seed(int(p * 1000))
     for directory, width, role in ((ctx.out, cfg.model.base_channels, "main"),
-                                   (Directory(ctx.out.fs, ctx.out.child(GUIDE_DIR), f"{ctx.out.uri}/{GUIDE_DIR}"),
-                                    cfg.train.guide.base_channels, "guide")):
+                                   (ctx.out.subdir(GUIDE_DIR), cfg.train.guide.base_channels, "guide")):
         kwargs = unet_kwargs(cfg, width)
         save_diffusion(directory, UNet(**kwargs).state_dict(), kwargs, diffusion_dict(cfg.diffusion),
                        p_uncond=p, ema_decay=None, nimg=0, role=role)
