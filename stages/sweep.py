@@ -176,7 +176,7 @@ class TrialLogger:
     def callback(self, fidelity: str, total: int, before: int):
         from ray import tune
 
-        from pipeline.sweep_trial import read_results, result_path
+        from pipeline.sweep_trial import result_path
 
         logger = self
 
@@ -187,7 +187,7 @@ class TrialLogger:
                 cid = trial.config["spec"]["config_id"]
                 if not logger.ctx.out.exists(result_path(fidelity, cid)):
                     return
-                row = read_results(logger.ctx.out, fidelity).get(cid) or {}
+                row = logger.ctx.out.read_json(result_path(fidelity, cid))
                 logger.log(fidelity, row)
                 LogFinishedTrials.count += 1
                 score = next((f"{m} {row[m]:.4g}" for m in ("fd_evalnet", "fid") if row.get(m) is not None), "")
