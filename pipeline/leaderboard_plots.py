@@ -133,23 +133,6 @@ def image_grid(images: np.ndarray, labels: np.ndarray, per_class: int = 8, max_c
                scale: int = 1) -> bytes:
     """A PNG of uint8 NHWC images: one row per class (the first classes up to `max_classes`),
     up to `per_class` images each, in index order; missing cells stay black."""
-    from PIL import Image
+    from pipeline.generation.grid import class_rows, grid_png
 
-    images = np.asarray(images)
-    labels = np.asarray(labels)
-    classes = sorted(set(labels.tolist()))[:max_classes]
-    if not classes:
-        raise ValueError("no images for a grid")
-    h, w, c = images.shape[1:4]
-    pad = 1
-    grid = np.zeros(((h + pad) * len(classes) + pad, (w + pad) * per_class + pad, c), dtype=np.uint8)
-    for r, cls in enumerate(classes):
-        for k, i in enumerate(np.flatnonzero(labels == cls)[:per_class]):
-            y, x = pad + r * (h + pad), pad + k * (w + pad)
-            grid[y:y + h, x:x + w] = images[i]
-    img = Image.fromarray(grid[..., 0] if c == 1 else grid)
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    return grid_png(class_rows(images, labels, per_class, max_classes), columns=per_class, scale=scale)

@@ -21,13 +21,35 @@ def grid_image(images: np.ndarray, columns: Optional[int] = None, pad: int = 1) 
     return out
 
 
-def grid_png(images: np.ndarray, columns: Optional[int] = None, scale: int = 1) -> bytes:
-    """PNG bytes of ``grid_image`` (nearest-neighbour upscaled by ``scale`` for tiny images)."""
+def upscale(images: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of [..., H, W, C] by an integer factor."""
+    return np.repeat(np.repeat(images, scale, axis=-3), scale, axis=-2) if scale > 1 else images
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG bytes of one uint8 [H, W, C] image (C = 1 saved as greyscale)."""
     from PIL import Image
 
-    grid = grid_image(images, columns)
-    if scale > 1:
-        grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
     buffer = io.BytesIO()
-    Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).save(buffer, format="PNG")
+    Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def grid_png(images: np.ndarray, columns: Optional[int] = None, scale: int = 1) -> bytes:
+    """PNG bytes of ``grid_image`` (nearest-neighbour upscaled by ``scale`` for tiny images)."""
+    return png_bytes(upscale(grid_image(images, columns), scale))
+
+
+def class_rows(images: np.ndarray, labels: np.ndarray, per_class: int, max_classes: int) -> np.ndarray:
+    """Images arranged for a ``per_class``-column grid with one row per class (the first
+    ``max_classes`` classes present, up to ``per_class`` images each in index order); cells
+    without an image are black."""
+    images, labels = np.asarray(images, dtype=np.uint8), np.asarray(labels)
+    classes = sorted(set(labels.tolist()))[:max_classes]
+    if not classes:
+        raise ValueError("no images for a grid")
+    cells = np.zeros((len(classes) * per_class, *images.shape[1:]), dtype=np.uint8)
+    for r, cls in enumerate(classes):
+        picked = np.flatnonzero(labels == cls)[:per_class]
+        cells[r * per_class:r * per_class + len(picked)] = images[picked]
+    return cells

@@ -15,6 +15,7 @@ from pipeline.diffusion.denoiser import NetworkDenoiser
 from pipeline.diffusion.samplers import sample_ddim
 from pipeline.diffusion.schedules import Schedule, respaced
 from pipeline.diffusion.seeding import trial_noise
+from pipeline.generation.generate import to_uint8
 
 
 def respace_for_sampling(schedule: Schedule, steps: int) -> Schedule:
@@ -39,7 +40,7 @@ def conditional_samples(net, schedule: Schedule, labels: torch.Tensor, steps: in
         x_T, generators = trial_noise(seed, indices, shape, device=device)
         batch_labels = labels[start:start + batch_size].to(device)
         x0 = sample_ddim(denoiser, x_T, sampling, batch_labels, generators=generators, eta=0.0)
-        out.append(((x0.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+        out.append(to_uint8(x0))
     return np.concatenate(out)
 
 
@@ -51,21 +52,9 @@ def grid_labels(num_classes: int, per_class: int) -> torch.Tensor:
 def grid_png(images: np.ndarray, rows: int, scale: int = 4, pad: int = 1) -> bytes:
     """A PNG of uint8 NHWC `images` laid out row-major in `rows` rows, each image upscaled
     `scale` times (nearest), `pad` black pixels between cells."""
-    import io
+    from pipeline.generation.grid import grid_image, png_bytes, upscale
 
-    from PIL import Image
-
-    n, h, w, c = images.shape
-    cols = -(-n // rows)
-    big = images.repeat(scale, axis=1).repeat(scale, axis=2)
-    hs, ws = h * scale + pad, w * scale + pad
-    canvas = np.zeros((rows * hs + pad, cols * ws + pad, c), dtype=np.uint8)
-    for i, image in enumerate(big):
-        r, k = divmod(i, cols)
-        canvas[pad + r * hs: pad + r * hs + h * scale, pad + k * ws: pad + k * ws + w * scale] = image
-    buffer = io.BytesIO()
-    Image.fromarray(canvas.squeeze(-1) if c == 1 else canvas).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(grid_image(upscale(images, scale), columns=-(-len(images) // rows), pad=pad))
 
 
 @torch.no_grad()
