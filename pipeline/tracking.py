@@ -196,12 +196,7 @@ class RunLogger:
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: Optional[int] = None) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(safe_key(k), float(v), now, step or 0) for k, v in metrics.items()]
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+        self.log_metric_rows([(step or 0, metrics)])
 
     def log_metric_rows(self, rows: list[tuple[int, dict[str, float]]]) -> None:
         """Many (step, metrics) rows, e.g. a training history, in batches of 1000 values."""
