@@ -53,8 +53,22 @@ def quartile_sums(t: torch.Tensor, losses: torch.Tensor, num_timesteps: int, pre
             for q in range(QUARTILES)}
 
 
+class _NoisingTask:
+    """What both tasks below share; they hold `diffusion` (the schedule's settings) and a
+    worker-side `runtime` dict."""
+
+    @property
+    def schedule(self):
+        if "schedule" not in self.runtime:
+            self.runtime["schedule"] = schedule_from(self.diffusion)
+        return self.runtime["schedule"]
+
+    def step_metrics(self) -> dict[str, tuple[float, float]]:
+        return self.runtime.pop("metrics", {})
+
+
 @dataclass(frozen=True)
-class DiffusionTask(Task):
+class DiffusionTask(_NoisingTask, Task):
     unet: dict[str, Any]              # pipeline.nets.unet.UNet constructor arguments (num_classes set)
     diffusion: dict[str, Any]         # artifacts.diffusion_dict(cfg.diffusion): timesteps, schedule, loss, ...
     p_uncond: float = 0.1
@@ -73,12 +87,6 @@ class DiffusionTask(Task):
     @property
     def null_label(self) -> int:
         return int(self.unet["num_classes"])
-
-    @property
-    def schedule(self):
-        if "schedule" not in self.runtime:
-            self.runtime["schedule"] = schedule_from(self.diffusion)
-        return self.runtime["schedule"]
 
     @property
     def sampler(self):
@@ -111,9 +119,6 @@ class DiffusionTask(Task):
         self.runtime["metrics"] = quartile_sums(all_t, all_losses, len(self.schedule))
         return (weights * per_sample).mean()
 
-    def step_metrics(self) -> dict[str, tuple[float, float]]:
-        return self.runtime.pop("metrics", {})
-
     def state_dict(self) -> dict[str, Any]:
         return {"timestep_sampler": self.sampler.state_dict()} if self.importance_sampling else {}
 
@@ -123,16 +128,10 @@ class DiffusionTask(Task):
 
 
 @dataclass(frozen=True)
-class NoisyClassifierTask(Task):
+class NoisyClassifierTask(_NoisingTask, Task):
     classifier: dict[str, Any]        # pipeline.nets.classifier.NoisyClassifier constructor arguments
     diffusion: dict[str, Any]
     runtime: dict = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def schedule(self):
-        if "schedule" not in self.runtime:
-            self.runtime["schedule"] = schedule_from(self.diffusion)
-        return self.runtime["schedule"]
 
     def build_model(self):
         from pipeline.nets.classifier import NoisyClassifier
@@ -149,8 +148,6 @@ class NoisyClassifierTask(Task):
         self.runtime["metrics"] = quartile_sums(gather_across_workers(t), gather_across_workers(per_sample.detach()), n)
         return per_sample.mean()
 
-    def step_metrics(self) -> dict[str, tuple[float, float]]:
-        return self.runtime.pop("metrics", {})
 
 
 @torch.no_grad()
