@@ -77,6 +77,14 @@ class ShardedDataset:
             raise ShardIntegrityError(f"shard {entry.name}: sha256 {digest[:12]}..., manifest says {entry.sha256[:12]}... (altered)")
         return data
 
+    def size_problems(self, split: str) -> list[str]:
+        """The cheap check, without reading: every shard of `split` exists with the manifest's
+        size. One line per shard that does not (missing, or truncated/grown)."""
+        entries = self.shards(split)
+        infos = self.fs.get_file_info([posixpath.join(self.root, e.name) for e in entries])
+        return [f"{e.name} is missing" if not info.is_file else f"{e.name} has {info.size} bytes, the manifest says "
+                f"{e.size_bytes}" for e, info in zip(entries, infos) if not info.is_file or info.size != e.size_bytes]
+
     def verify(self, split: str | None = None) -> int:
         """Check every shard (size, sha256, samples, histogram); returns the number of images."""
         total = 0

@@ -49,8 +49,6 @@ def check_shards(data: str, split: str) -> int:
     """Before any worker starts: the shard directory has a manifest and every shard of `split`
     is present with the size the manifest gives (workers check sha256 as they read). Returns
     the number of images of the split."""
-    import posixpath as pp
-
     from pipeline.data.loader import ShardedDataset, ShardIntegrityError
 
     try:
@@ -60,9 +58,7 @@ def check_shards(data: str, split: str) -> int:
     entries = dataset.shards(split)
     if not entries:
         raise ShardIntegrityError(f"{data} has no '{split}' shards to train on")
-    infos = dataset.fs.get_file_info([pp.join(dataset.root, e.name) for e in entries])
-    problems = [f"{e.name} is missing" if not info.is_file else f"{e.name} has {info.size} bytes, the manifest says "
-                f"{e.size_bytes}" for e, info in zip(entries, infos) if not info.is_file or info.size != e.size_bytes]
+    problems = dataset.size_problems(split)
     if problems:
         raise ShardIntegrityError(f"{len(problems)} of {len(entries)} '{split}' shards in {data} fail verification: "
                                   + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
