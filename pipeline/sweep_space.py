@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable
 
 STRENGTH_KEYS = {"cfg": "w", "classifier": "classifier_scale", "autoguidance": "autoguidance_w", "pag": "pag_w"}
 SELECT_METRIC = "fd_evalnet"  # the screening round's ranking (lower is better); FID when evalnet is absent
