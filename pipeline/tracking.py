@@ -21,17 +21,10 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from pipeline.config import Config, TrackingConfig, flatten
+from pipeline.stopping import Terminated, received as stop_signal  # noqa: F401  (Terminated: re-exported)
 
 PACKAGES = ("ray", "torch", "mlflow", "webdataset", "pyarrow", "clean-fid", "numpy", "pillow")
 MAX_PARAM_LENGTH = 6000
-
-
-class Terminated(BaseException):
-    """Raised in the main thread when the process receives SIGTERM or SIGINT."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(f"terminated by signal {signum}")
 
 
 def _sqlite_path(uri: str) -> Optional[Path]:
@@ -47,6 +40,79 @@ def _process_start_time(pid: int) -> Optional[str]:
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()[19]
+
+
+# MLflow 3 backends this pipeline can use; the file store (a plain path, file://) is refused.
+DATABASE_SCHEMES = {"sqlite": None, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+SERVER_SCHEMES = ("http", "https")
+OTHER_SCHEMES = ("databricks", "databricks-uc")
+
+
+def check_config(cfg: TrackingConfig, timeout: float = 5.0) -> list[str]:
+    """What is wrong with the `tracking` section, found before anything starts: an unknown
+    scheme, an unreachable server or database host (within `timeout` seconds), a sqlite file in a
+    directory that does not exist, an empty experiment name. One line per problem."""
+    problems = []
+    if not cfg.experiment.strip():
+        problems.append(f"tracking.experiment = {cfg.experiment!r}: an experiment name is required")
+    if not cfg.artifact_location.strip():
+        problems.append(f"tracking.artifact_location = {cfg.artifact_location!r}: a path or URI is required")
+    problem = _uri_problem(cfg.uri, timeout)
+    if problem:
+        problems.append(f"tracking.uri = {cfg.uri!r}: {problem}")
+    return problems
+
+
+def _uri_problem(uri: str, timeout: float) -> Optional[str]:
+    from urllib.parse import urlsplit
+
+    if "://" not in uri:
+        return "not a tracking URI; MLflow 3 refuses the file store: use sqlite:///mlflow.db or http://host:port"
+    scheme = uri.split("://", 1)[0].lower()
+    base = scheme.split("+", 1)[0]  # postgresql+psycopg2
+    known = sorted(DATABASE_SCHEMES) + list(SERVER_SCHEMES) + list(OTHER_SCHEMES)
+    if base == "file":
+        return "MLflow 3 refuses the file store: use sqlite:///mlflow.db or http://host:port"
+    if base not in known:
+        return f"unknown scheme {scheme!r} (known: {', '.join(known)})"
+    if base == "sqlite":
+        db = _sqlite_path(uri)
+        if db is None or not str(db):
+            return "a sqlite URI names a file: sqlite:///relative.db or sqlite:////absolute.db"
+        parent = db.resolve().parent
+        if not parent.is_dir():
+            return f"the directory {parent} does not exist"
+        if db.exists() and not db.is_file():
+            return f"{db} is not a file"
+        return None
+    if base in OTHER_SCHEMES:
+        return None
+    parts = urlsplit(uri)
+    if not parts.hostname:
+        return "no host in the URI"
+    if base in SERVER_SCHEMES:
+        return _server_problem(uri, timeout)
+    port = parts.port or DATABASE_SCHEMES[base]
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        return f"database host {parts.hostname}:{port} not reachable within {timeout:g}s ({error})"
+    return None
+
+
+def _server_problem(uri: str, timeout: float) -> Optional[str]:
+    """An MLflow server answers GET /health; any HTTP answer (even 401/403) shows it is there."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        return f"no MLflow server answers within {timeout:g}s ({reason})"
+    return None
 
 
 def git_state(repo_dir: Optional[Path] = None) -> dict[str, str]:
@@ -154,8 +220,10 @@ class Tracker:
         try:
             yield logger
         except BaseException as exc:
+            signum = stop_signal()  # a library may have turned the signal's Terminated into its own error
+            reason = f"{Terminated(signum)!r}" if signum is not None else f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
-                logger.set_tags({"pipeline.failure": f"{type(exc).__name__}: {exc}"[:5000]})
+                logger.set_tags({"pipeline.failure": reason[:5000]})
             self.client.set_terminated(run.info.run_id, status="FAILED")
             raise
         else:

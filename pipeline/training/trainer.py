@@ -3,6 +3,7 @@ stage's partial output as storage (so a re-run resumes from its checkpoints), an
 the final training state."""
 from __future__ import annotations
 
+import functools
 import posixpath
 import time
 from dataclasses import dataclass
@@ -66,12 +67,41 @@ def check_shards(data: str, split: str) -> int:
     return dataset.num_images(split)
 
 
+@functools.lru_cache(maxsize=None)
+def _trainer_class():
+    """TorchTrainer that leaves SIGINT to the caller: Ray Train V2's fit, in the main thread,
+    installs its own SIGINT handler (never restored) that aborts the run and exits 0. This one
+    keeps the controller's handle instead, so `_fit_abortably` can stop it on any interruption."""
+    from ray.train.torch import TorchTrainer
+
+    class AbortableTorchTrainer(TorchTrainer):
+        controller = None
+
+        def _register_sigint_handler(self, controller):
+            self.controller = controller
+
+    return AbortableTorchTrainer
+
+
+def _fit_abortably(trainer) -> None:
+    """`trainer.fit()`; when interrupted (SIGTERM/SIGINT arrive as KeyboardInterrupt), the
+    controller is killed at once, and with it the worker group it owns. Checkpoints written so
+    far stay in the run directory for the next attempt."""
+    import ray
+
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        if trainer.controller is not None:
+            ray.kill(trainer.controller, no_restart=True)
+        raise
+
+
 def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train") -> TrainResult:
     """Train `task` on the shard directory `data` (path or URI). `storage` (a local path or a
     URI) keeps Ray Train's checkpoints under `name`; calling again with the same storage and
     name resumes from the last one."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from pipeline.store import resolve
 
@@ -84,7 +114,7 @@ def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train
     if stop_fs.get_file_info(stop_path).is_file:  # left by an earlier stopped attempt
         stop_fs.delete_file(stop_path)
     started = time.time()
-    trainer = TorchTrainer(
+    trainer = _trainer_class()(
         train_loop,
         train_loop_config={"spec": spec, "task": task, "data": data, "run_dir": run_dir,
                            "stop_file": stop_file},
@@ -95,7 +125,7 @@ def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train
             checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),
         ),
     )
-    trainer.fit()
+    _fit_abortably(trainer)
     if stop_fs.get_file_info(stop_path).is_file:
         with stop_fs.open_input_stream(stop_path) as f:
             raise NonFiniteLossError(f"{f.read().decode()} in {run_dir}")
