@@ -2,11 +2,13 @@
 
 - `cluster.address` set (or RAY_ADDRESS, which `ray job submit` sets for the driver): connect.
 - Otherwise start a new local instance (`address="local"`), sized to this machine, that never
-  attaches to another Ray instance running here; its dashboard (off unless asked) binds to
-  `cluster.dashboard_host`, loopback by default.
+  attaches to another Ray instance running here. Its node address is loopback, so every service
+  it starts (GCS, raylet, object manager, worker gRPC, agents) listens on 127.0.0.1 only; its
+  dashboard (off unless asked) binds to `cluster.dashboard_host`, loopback by default.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -39,6 +41,55 @@ def target_address(cfg: ClusterConfig) -> Optional[str]:
     return cfg.address or os.environ.get("RAY_ADDRESS") or None
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def local_gpus(cfg: ClusterConfig) -> Optional[int]:
+    """GPUs a private local instance would have (cluster.num_gpus, else those torch sees); None
+    when joining a cluster, which may have (or autoscale to) GPUs this machine cannot see."""
+    if target_address(cfg):
+        return None
+    if cfg.num_gpus is not None:
+        return cfg.num_gpus
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def gpu_problem(cfg: ClusterConfig, needed: float, key: str) -> Optional[str]:
+    """A config error when `needed` GPUs (asked for by `key`) can never be had on this machine."""
+    have = local_gpus(cfg) if needed > 0 else None
+    if have is None or have >= needed:
+        return None
+    return (f"{key} asks for {needed:g} GPU(s) but this machine's private Ray instance has {have} "
+            "(set cluster.num_gpus, or join a cluster with cluster.address)")
+
+
+@contextlib.contextmanager
+def _loopback_node():
+    """Ray takes a node's address from `ray_constants.ENABLE_RAY_CLUSTER` (read from
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when ray is imported): off, the node is 127.0.0.1 and its
+    gRPC servers bind there, as on macOS. Ray may already be imported, so the constant is set for
+    the start of the instance and the environment variable for the processes it spawns."""
+    from ray._private import ray_constants
+
+    saved_env = os.environ.get(LOOPBACK_ENV)
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = saved_env
+
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 def connect(cfg: ClusterConfig):
     """Initialise Ray once per process; returns ray's context. Idempotent."""
     import ray
@@ -52,17 +103,19 @@ def connect(cfg: ClusterConfig):
     # Workers of a local instance import the package from this checkout even when it is not
     # pip-installed (tests run from the source tree).
     pythonpath = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-    return ray.init(
-        address="local",
-        num_cpus=cfg.num_cpus or os.cpu_count(),
-        num_gpus=cfg.num_gpus,
-        include_dashboard=cfg.include_dashboard,
-        dashboard_host=cfg.dashboard_host,
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath},
-                     **({} if cfg.include_dashboard else
-                        {"worker_process_setup_hook": "pipeline.cluster.quiet_state_api_polling"})},
-        **common,
-    )
+    with _loopback_node():
+        return ray.init(
+            address="local",
+            _node_ip_address=LOOPBACK,
+            num_cpus=cfg.num_cpus or os.cpu_count(),
+            num_gpus=cfg.num_gpus,
+            include_dashboard=cfg.include_dashboard,
+            dashboard_host=cfg.dashboard_host,
+            runtime_env={"env_vars": {"PYTHONPATH": pythonpath},
+                         **({} if cfg.include_dashboard else
+                            {"worker_process_setup_hook": "pipeline.cluster.quiet_state_api_polling"})},
+            **common,
+        )
 
 
 def describe() -> str:

@@ -246,7 +246,9 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     root: str = _field("./runs", doc="local path or pyarrow.fs URI (file://, s3://...)")
-    verify: Literal["size", "sha256"] = _field("size", doc="how cached outputs are verified on read")
+    verify: Literal["size", "stat", "sha256"] = _field(
+        "stat", doc="how cached outputs are verified before use: stat (sizes, and sha256 of every file changed "
+                    "since its hash was confirmed), size (sizes only) or sha256 (every file hashed)")
 
 
 @dataclass(frozen=True)
