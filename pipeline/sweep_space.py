@@ -32,6 +32,16 @@ def config_name(c: dict[str, Any]) -> str:
     return f"{c['guidance']}{strength}-{c['sampler']}{c['steps']}{eta}-p{c['p_uncond']:g}{precision}"
 
 
+def empty_axes(sweep) -> list[str]:
+    """The sweep's lists that would silently drop what it asks for: a guidance kind listed with no
+    strength to try, or an empty subset of models."""
+    problems = [f"sweep.{STRENGTH_KEYS[kind]} = []: sweep.guidance lists {kind}, which then has nothing to try"
+                for kind in dict.fromkeys(sweep.guidance) if kind != "none" and not getattr(sweep, STRENGTH_KEYS[kind])]
+    if sweep.p_uncond is not None and not sweep.p_uncond:
+        problems.append("sweep.p_uncond = []: no model to sweep (null sweeps every trained model)")
+    return problems
+
+
 def configurations(sweep, train_p_uncond: Iterable[float]) -> list[dict[str, Any]]:
     """Every distinct configuration of the `sweep` section."""
     p_values = list(sweep.p_uncond) if sweep.p_uncond is not None else list(train_p_uncond)

@@ -16,6 +16,7 @@ STAGE = StageSpec(
     reads=("eval", "sample"),
     inputs=("sample", "reference_stats", "train_evalnet"),
     description="FID/KID (clean-fid) and offline metrics of the `sample` stage's images.",
+    outputs=("metrics.json",),
 )
 
 METRICS_FILE = "metrics.json"

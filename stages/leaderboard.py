@@ -18,6 +18,7 @@ STAGE = StageSpec(
     reads=("sweep",),
     inputs=("sweep",),
     description="The ranked table, plots and sample grids, logged to MLflow.",
+    outputs=("leaderboard.md", "leaderboard.parquet"),
 )
 
 

@@ -15,6 +15,7 @@ STAGE = StageSpec(
     reads=("eval",),
     inputs=("shard", "train_evalnet"),
     description="Feature statistics of the real data per extractor (FID/KID/precision-recall references).",
+    outputs=("reference.json", "stats_*.npz"),
 )
 
 SPLIT = "train"

@@ -18,6 +18,7 @@ STAGE = StageSpec(
     reads=("sample", "diffusion"),
     inputs=("train_diffusion", "train_classifier"),
     description="N images for one sampler configuration on a pool of Ray actors, per-image seeds.",
+    outputs=("samples.json", "chunk_*.npz"),
 )
 
 SAMPLES_FILE = "samples.json"

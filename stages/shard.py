@@ -16,7 +16,22 @@ STAGE = StageSpec(
     reads=("data",),
     inputs=(),
     description="Real images -> verified WebDataset shards (train/val), in parallel on Ray.",
+    outputs=("shards.parquet", "classes.json", "dataset.json", "errors.parquet", "train-*.tar"),
 )
+
+
+def check(cfg) -> list[str]:
+    """Before anything starts: the dataset root answers (a local path, or a URI such as s3://)."""
+    from pipeline.store import StoreError, probe
+
+    data = cfg.data
+    if data.source in ("digits", "generated") or not data.path:
+        return []
+    try:
+        found = probe(data.path).type.name != "NotFound"
+    except StoreError as error:
+        return [f"data.path = {data.path!r}: {error}"]
+    return [] if found else [f"data.path = {data.path!r}: no such file or directory"]
 
 
 def _write_shard_task(out_uri: str, plan, source_location, options) -> object:

@@ -25,7 +25,21 @@ STAGE = StageSpec(
     reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
     description="Ray Tune over guidance kind x strength x sampler x steps x p_uncond; each trial samples and evaluates.",
+    outputs=("trials.parquet",),
 )
+
+
+def check(cfg) -> list[str]:
+    """Axes that would leave a listed guidance kind (or every trial) out, and GPUs the private
+    instance lacks, before anything starts."""
+    from pipeline.cluster import gpu_problem
+    from pipeline.sweep_space import empty_axes
+
+    sw = cfg.sweep
+    problems = empty_axes(sw)
+    problem = gpu_problem(cfg.cluster, sw.gpus_per_trial, "sweep.gpus_per_trial")
+    return problems + ([problem] if problem else [])
+
 
 TUNE_DIR = "tune"  # the Ray Tune experiments, inside the partial output (removed once published)
 SAMPLES_DIR = "samples"  # screened images kept for the full round (removed once published)

@@ -14,6 +14,7 @@ STAGE = StageSpec(
     reads=("classifier", "diffusion"),
     inputs=("shard",),
     description="Noisy classifier p(y | x_t) for classifier guidance (ADM).",
+    outputs=("classifier.pt", "classifier.json"),
 )
 
 RAY_RUN = "ray_train"

@@ -22,7 +22,16 @@ STAGE = StageSpec(
     inputs=("shard",),
     fan_out=("train.p_uncond",),
     description="Class-conditional ADM UNet on Ray Train, one model per p_uncond (classifier-free dropout).",
+    outputs=("model.pt", "model.json", "guide/model.pt", "guide/model.json"),
 )
+
+
+def check(cfg) -> list[str]:
+    from pipeline.cluster import gpu_problem
+
+    tr = cfg.train
+    problem = gpu_problem(cfg.cluster, tr.num_workers if tr.use_gpu else 0, "train.use_gpu (one per train.num_workers)")
+    return [problem] if problem else []
 
 RAY_RUN, GUIDE_RUN = "ray_train", "ray_train_guide"  # Ray Train run directories inside the partial output
 GRID_PER_CLASS, GRID_STEPS = 8, 50

@@ -14,6 +14,7 @@ STAGE = StageSpec(
     reads=("evalnet",),
     inputs=("shard",),
     description="Clean evaluation classifier: the offline feature space for metrics.",
+    outputs=("evalnet.pt", "evalnet.json"),
 )
 
 RAY_RUN = "ray_train"  # Ray Train's run directory inside the partial output

@@ -19,6 +19,9 @@ from pipeline.generation.models import load_models
 from pipeline.generation.trial import SamplerTrial
 
 
+ACTOR_RESTARTS = 3
+
+
 class SamplerWorker:
     """The actor body (wrapped with ray.remote by ``generate_parallel``)."""
 
@@ -77,7 +80,10 @@ def generate_parallel(trial: SamplerTrial, diffusion_location: str, out, *, clas
         return result
     t0 = time.perf_counter()
     device = "cuda" if num_gpus > 0 else "cpu"
-    actor_cls = ray.remote(num_cpus=threads, num_gpus=num_gpus)(SamplerWorker)
+    # A sampler process that dies (node lost, OOM, killed) is restarted and its chunk run again:
+    # chunks are deterministic and written atomically, so a retry writes the same bytes.
+    actor_cls = ray.remote(num_cpus=threads, num_gpus=num_gpus, max_restarts=ACTOR_RESTARTS,
+                           max_task_retries=ACTOR_RESTARTS)(SamplerWorker)
     actors = [actor_cls.remote(trial.to_dict(), diffusion_location, classifier_location, out.uri, batch_size,
                                net_batch, threads, device)
               for _ in range(min(num_actors, len(todo)))]

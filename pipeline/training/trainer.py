@@ -15,6 +15,7 @@ from pipeline.training.task import Task
 
 
 STOP_FILE = "stopped_early.txt"
+INTEGRITY_FILE = "shard_integrity_error.txt"  # a worker read a shard that differs from its manifest
 
 
 class NonFiniteLossError(RuntimeError):
@@ -109,15 +110,17 @@ def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train
     check_resources(spec)
     check_shards(data, spec.split)
     run_dir = posixpath.join(storage.rstrip("/"), name)
-    stop_file = posixpath.join(run_dir, STOP_FILE)
+    stop_file, integrity_file = posixpath.join(run_dir, STOP_FILE), posixpath.join(run_dir, INTEGRITY_FILE)
     stop_fs, stop_path = resolve(stop_file)
-    if stop_fs.get_file_info(stop_path).is_file:  # left by an earlier stopped attempt
-        stop_fs.delete_file(stop_path)
+    integrity_path = resolve(integrity_file)[1]
+    for path in (stop_path, integrity_path):
+        if stop_fs.get_file_info(path).is_file:  # left by an earlier stopped attempt
+            stop_fs.delete_file(path)
     started = time.time()
     trainer = _trainer_class()(
         train_loop,
         train_loop_config={"spec": spec, "task": task, "data": data, "run_dir": run_dir,
-                           "stop_file": stop_file},
+                           "stop_file": stop_file, "integrity_file": integrity_file},
         scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu),
         run_config=RunConfig(
             name=name, storage_path=storage,
@@ -126,6 +129,12 @@ def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train
         ),
     )
     _fit_abortably(trainer)
+    if stop_fs.get_file_info(integrity_path).is_file:
+        from pipeline.data.loader import ShardIntegrityError
+
+        with stop_fs.open_input_stream(integrity_path) as f:
+            raise ShardIntegrityError(f"{f.read().decode()} (found while training; not retried: re-reading cannot "
+                                      "heal it). Re-run the shard stage (--force shard) to rebuild the shards")
     if stop_fs.get_file_info(stop_path).is_file:
         with stop_fs.open_input_stream(stop_path) as f:
             raise NonFiniteLossError(f"{f.read().decode()} in {run_dir}")
