@@ -178,9 +178,9 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
 def _published_meanwhile(inst: Instance, store: Store) -> Optional[Output]:
     """The output, if another run published it while this one waited for the lock (a forced
     instance is rebuilt all the same)."""
-    if inst.forced or inst.status != "run":
+    if inst.forced or inst.damaged or inst.status != "run":
         return None
-    if store.verify(inst.name, inst.key, required=inst.stage.spec.outputs) is not None:
+    if store.verify(inst.name, inst.key, required=inst.stage.spec.outputs, level="stat") is not None:
         return None
     return store.open(inst.name, inst.key, required=inst.stage.spec.outputs)
 
