@@ -88,6 +88,13 @@ def _loopback_node():
 
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_dashboard_url: Optional[str] = None  # host:port of the dashboard of the instance connected to, if any
+
+
+def _remember(context):
+    global _dashboard_url
+    _dashboard_url = getattr(context, "dashboard_url", None) or None
+    return context
 
 
 def connect(cfg: ClusterConfig):
@@ -99,12 +106,12 @@ def connect(cfg: ClusterConfig):
     address = target_address(cfg)
     common = dict(namespace=cfg.namespace, logging_level=logging.WARNING, log_to_driver=True)
     if address:
-        return ray.init(address=address, **common)
+        return _remember(ray.init(address=address, **common))
     # Workers of a local instance import the package from this checkout even when it is not
     # pip-installed (tests run from the source tree).
     pythonpath = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
     with _loopback_node():
-        return ray.init(
+        return _remember(ray.init(
             address="local",
             _node_ip_address=LOOPBACK,
             num_cpus=cfg.num_cpus or os.cpu_count(),
@@ -115,7 +122,7 @@ def connect(cfg: ClusterConfig):
                          **({} if cfg.include_dashboard else
                             {"worker_process_setup_hook": "pipeline.cluster.quiet_state_api_polling"})},
             **common,
-        )
+        ))
 
 
 def describe() -> str:
@@ -124,4 +131,5 @@ def describe() -> str:
     resources = ray.cluster_resources()
     nodes = len([n for n in ray.nodes() if n.get("Alive")])
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
-    return f"ray: {nodes} node(s), {cpus:g} CPU, {gpus:g} GPU"
+    dashboard = f", dashboard http://{_dashboard_url}" if _dashboard_url else ""
+    return f"ray: {nodes} node(s), {cpus:g} CPU, {gpus:g} GPU{dashboard}"

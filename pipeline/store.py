@@ -21,7 +21,8 @@ from typing import Any, Iterator, Optional
 
 import pyarrow.fs as pafs
 
-from pipeline.store_integrity import NOT_PUBLISHED, StatRecord, missing_declared, sha256_file, verify_output
+from pipeline.store_integrity import (NOT_PUBLISHED, StatRecord, missing_declared,  # noqa: F401 (re-exported)
+                                      sha256_file, verify_output)
 from pipeline.store_locks import file_lock, lease_lock
 
 MANIFEST = "_MANIFEST.json"
@@ -29,9 +30,6 @@ PARTIAL_SUFFIX = ".partial"
 DAMAGED_DIR = "_damaged"     # <stage>/_damaged/<key>-<time>: outputs that failed verification, kept
 LOCKS_DIR = "_locks"         # <stage>/_locks/<key>.lock: who is writing an output
 VERIFIED_DIR = "_verified"   # <stage>/_verified/<key>.json: (size, mtime) of files whose sha256 held
-
-__all__ = ["NOT_PUBLISHED", "MANIFEST", "Directory", "Output", "Store", "StoreError", "check_root", "probe",
-           "resolve", "sha256_file"]
 
 
 class StoreError(RuntimeError):
@@ -261,7 +259,7 @@ class Store:
         return self.fs.get_file_info(self.partial_dir(stage, key).path).type == pafs.FileType.Directory
 
     def _record(self, stage: str, key: str) -> StatRecord:
-        return StatRecord(self.fs, _join(self.root, stage, VERIFIED_DIR, f"{key}.json"))
+        return StatRecord(self.fs, _join(self.root, stage, VERIFIED_DIR, f"{key}.json"), writable=self.remember_hashes)
 
     # -- reading
 
@@ -280,11 +278,9 @@ class Store:
         """None when the output is whole; else what is wrong with it. `level`: "size" (files and
         sizes), "stat" (and sha256 of every file changed since its hash was last confirmed) or
         "sha256" (every file hashed; also `deep=True`). `required`: the files the stage declares."""
-        record = self._record(stage, key)
-        if not self.remember_hashes:
-            record.save = lambda: None
         return verify_output(self.fs, self.output_dir(stage, key).path, MANIFEST, stage, key,
-                             level="sha256" if deep else level, declared=tuple(required), record=record)
+                             level="sha256" if deep else level, declared=tuple(required),
+                             record=self._record(stage, key))
 
     def latest_manifest(self, stage: str, label: str) -> Optional[dict]:
         """The manifest last published for this stage and variant label (for 'why it re-runs')."""

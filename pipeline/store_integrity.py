@@ -57,8 +57,8 @@ def safe_relative(rel: object) -> bool:
 class StatRecord:
     """The (size, mtime_ns) of each file of one output at the time its sha256 was confirmed."""
 
-    def __init__(self, fs: pafs.FileSystem, path: str):
-        self.fs, self.path = fs, path
+    def __init__(self, fs: pafs.FileSystem, path: str, writable: bool = True):
+        self.fs, self.path, self.writable = fs, path, writable
         try:
             with fs.open_input_stream(path) as f:
                 self.entries = json.loads(f.read())
@@ -79,7 +79,10 @@ class StatRecord:
             self.entries[rel] = self.stamp(info)
 
     def save(self) -> None:
-        """Best effort: a store mounted read-only is verified all the same, just not remembered."""
+        """Best effort: a store mounted read-only is verified all the same, just not remembered
+        (nor is anything written when the record is not `writable`, as in a dry run)."""
+        if not self.writable:
+            return
         try:
             self.fs.create_dir(posixpath.dirname(self.path), recursive=True)
             tmp = f"{self.path}.tmp"

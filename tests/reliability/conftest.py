@@ -127,55 +127,18 @@ def copy_of(template: Path, target: Path) -> Path:
     return target
 
 
-def free_port() -> int:
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def ray_head(tmp_path):
-    """A Ray head this test starts (`ray start --head --block`, its own session; stopped by its
-    process group, never `ray stop`), on free loopback ports, with the dashboard for the State API.
-    Yields (GCS address, dashboard URL, the environment a driver needs to join it)."""
-    import secrets
-    import urllib.request
-
-    token = secrets.token_hex(16)
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, PYTHONPATH=str(REPO),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
-    temp = Path(__import__("tempfile").mkdtemp(prefix="rh", dir="/tmp"))  # AF_UNIX paths are short
-    port, dashboard, agent, client = (free_port() for _ in range(4))
-    head = subprocess.Popen(
-        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-         "--node-ip-address=127.0.0.1", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
-         f"--ray-client-server-port={client}", f"--temp-dir={temp}", "--disable-usage-stats"],
-        cwd=temp, env=env, stdout=open(temp / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{dashboard}"
-    deadline = time.time() + 180
-    try:
-        while True:
+def descendants(root_pid: int) -> set[int]:
+    """`root_pid` and every process below it (from /proc): a private Ray instance is all in there."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
             try:
-                urllib.request.urlopen(f"{url}/api/version", timeout=2).read()
-                break
-            except OSError:
-                if head.poll() is not None or time.time() > deadline:
-                    raise AssertionError("the Ray head did not come up:\n" + (temp / "head.log").read_text()[-3000:])
-                time.sleep(1)
-        yield f"127.0.0.1:{port}", url, env
-    finally:
-        if head.poll() is None:
-            head.send_signal(signal.SIGTERM)
-            try:
-                head.wait(60)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(head.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        shutil.rmtree(temp, ignore_errors=True)
+                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {root_pid}
+    while frontier:
+        found |= frontier
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+    return found

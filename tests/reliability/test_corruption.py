@@ -147,3 +147,16 @@ def test_a_stage_that_does_not_write_what_it_declares_is_not_published(tmp_path)
         store.publish("stage", "k1", {}, required=("model.pt", "model.json"))
     assert not store.exists("stage", "k1") and store.has_partial("stage", "k1")
     shutil.rmtree(tmp_path / "stage")
+
+
+def test_a_dry_run_verifies_without_writing(pristine, tmp_path):
+    root = copy_of(pristine, tmp_path)
+    flip_a_bit(output_dir(root, "shard") / "train-000001.tar")  # hashed again, and found damaged
+    os.utime(output_dir(root, "reference_stats") / "reference.json")  # hashed again, and found whole
+    before = {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("*")}
+    config = load_config(CONFIG, [a for a in arguments(root)[2:] if a != "--set"])
+    stages = load_stages(graph("fast"))
+    plan = make_plan(build_instances(stages, config), Store(str(root / "runs"), remember_hashes=False), None,
+                     frozenset(), level="stat")
+    assert {i.name for i in plan.to_run()} == {"shard"}
+    assert {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("*")} == before

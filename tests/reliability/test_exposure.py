@@ -15,21 +15,7 @@ import pytest
 from pipeline.data.loader import ShardedDataset, ShardIntegrityError
 from pipeline.data.manifest import ShardEntry, write_shards_table
 from pipeline.store import MANIFEST, Store
-
-
-def _descendants(root_pid: int) -> set[int]:
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = set(), {root_pid}
-    while frontier:
-        found |= frontier
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-    return found
+from tests.reliability.conftest import descendants
 
 
 def _is_loopback(address: str) -> bool:
@@ -42,7 +28,7 @@ def test_the_private_ray_instance_listens_on_loopback_only(ray_local):
     """The session's instance is started by pipeline.cluster.connect, like the pipeline's: every
     listening socket of its processes (GCS, raylet, object manager, workers, agents) is loopback."""
     ray_local.get([ray_local.remote(lambda: os.getpid()).remote()])  # a worker is up, with its gRPC port
-    ours = _descendants(os.getpid())
+    ours = descendants(os.getpid())
     listening = []
     for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines():
         pids = {int(p.split(",")[0]) for p in line.split("pid=")[1:]}
