@@ -114,9 +114,13 @@ class Lease:
             raise error
 
     def _write(self, info: dict) -> None:
+        """Whole or not at all (a temporary name, then a rename): a reader never takes a lease
+        caught half-written for an absent one."""
         self.fs.create_dir(posixpath.dirname(self.path), recursive=True)
-        with self.fs.open_output_stream(self.path) as f:
+        tmp = f"{self.path}.tmp-{uuid.uuid4().hex[:8]}"
+        with self.fs.open_output_stream(tmp) as f:
             f.write(json.dumps(info).encode())
+        self.fs.move(tmp, self.path)
 
     def stale(self, info: Optional[dict]) -> bool:
         return info is None or float(info.get("expires", 0)) < time.time() or _gone(info)
