@@ -84,6 +84,9 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_POSTGRES_LOCK_KEY = int.from_bytes(b"pipeline", "big") >> 1  # any fixed bigint, unique to this use
+
+
 @contextlib.contextmanager
 def _postgres_lock(uri: str) -> Iterator[None]:
     """A PostgreSQL advisory lock held for the block: serialises MLflow's schema creation (and the
@@ -100,9 +103,6 @@ def _postgres_lock(uri: str) -> Iterator[None]:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _POSTGRES_LOCK_KEY})
     finally:
         engine.dispose()
-
-
-_POSTGRES_LOCK_KEY = int.from_bytes(b"pipeline", "big") >> 1  # any fixed bigint, unique to this use
 
 
 class Tracker:
