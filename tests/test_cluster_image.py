@@ -82,7 +82,7 @@ def _copies() -> list[str]:
     for line in re.findall(r"^COPY (.+)$", DOCKERFILE, re.M):
         words = [w for w in line.split() if not w.startswith("--")]
         *srcs, dest = words
-        assert dest in ("./", f"./{srcs[0]}") and len(srcs) == 1 or dest == "./", line
+        assert dest == "./" or (len(srcs) == 1 and dest == f"./{srcs[0]}"), f"COPY to another name: {line}"
         sources += srcs
     return sources
 
