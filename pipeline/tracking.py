@@ -84,6 +84,27 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_POSTGRES_LOCK_KEY = int.from_bytes(b"pipeline", "big") >> 1  # any fixed bigint, unique to this use
+
+
+@contextlib.contextmanager
+def _postgres_lock(uri: str) -> Iterator[None]:
+    """A PostgreSQL advisory lock held for the block: serialises MLflow's schema creation (and the
+    experiment lookup-or-create) between processes on any host using the same database."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _POSTGRES_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _POSTGRES_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
 class Tracker:
     """The MLflow side of one pipeline process."""
 
@@ -100,6 +121,8 @@ class Tracker:
             db = db.resolve()
             self.uri = f"sqlite:///{db}"
             lock = _file_lock(db.with_name(db.name + ".lock"))
+        elif cfg.uri.startswith("postgresql"):
+            lock = _postgres_lock(cfg.uri)  # the same race on a fresh PostgreSQL database
         else:
             lock = contextlib.nullcontext()
         mlflow.set_tracking_uri(self.uri)
@@ -112,10 +135,22 @@ class Tracker:
         found = self.client.get_experiment_by_name(self.cfg.experiment)
         if found is not None:
             return found.experiment_id
-        location = self.cfg.artifact_location
-        if "://" not in location:
-            location = Path(location).resolve().as_uri()
-        return self.client.create_experiment(self.cfg.experiment, artifact_location=location)
+        if self.uri.startswith(("http://", "https://")):
+            # A tracking server keeps artifacts where it was told (--artifacts-destination, the object
+            # store); a local artifact_location would put them on the driver's disk instead.
+            location = None
+        else:
+            location = self.cfg.artifact_location
+            if "://" not in location:
+                location = Path(location).resolve().as_uri()
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(self.cfg.experiment, artifact_location=location)
+        except MlflowException as exc:  # another process created it between the lookup and here
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(self.cfg.experiment).experiment_id
 
     # -- runs left RUNNING by killed processes
 
