@@ -26,11 +26,11 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
-from pipeline.diffusion.guidance import ATTENTION, GuidanceKind, guidance_kind
+from pipeline.diffusion.guidance import ATTENTION, GUIDANCE, UNCONDITIONAL, GuidanceKind, guidance_kind
 from pipeline.diffusion.schedules import space_timesteps
-from pipeline.nets.unet import PAG_LAYER_CHOICES
+from pipeline.nets.unet import PAG_LAYER_CHOICES, attention_layer_names, pag_layers
 
 SAMPLER_KINDS = ("ddpm", "ddim")
 CLASS_DISTS = ("balanced", "uniform")
@@ -152,10 +152,14 @@ class SamplerConfig:
         return self.kind.table(self.strength)[1]
 
     @property
+    def identity(self) -> dict[str, Any]:
+        """What ``id`` hashes: every setting, but those added later while at their implicit value."""
+        return {k: v for k, v in self.to_dict().items() if v not in _IMPLICIT_BEFORE.get(k, ())}
+
+    @property
     def id(self) -> str:
         """A stable 12-hex-digit id of the images this configuration makes."""
-        identity = {k: v for k, v in self.to_dict().items() if v not in _IMPLICIT_BEFORE.get(k, ())}
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
     def name(self) -> str:
@@ -173,10 +177,10 @@ class SamplerConfig:
             parts.append(self.class_dist)
         if self.seed:
             parts.append(f"seed{self.seed}")
-        if self.precision != "fp32":
-            parts.append(self.precision)
         if self.net_batch != NET_BATCH_BY_DEVICE["cpu"]:
             parts.append(f"nb{self.net_batch}")
+        if self.precision != "fp32":
+            parts.append(self.precision)
         return "-".join(parts)
 
 
@@ -213,3 +217,75 @@ def nfe_per_image(config: SamplerConfig, num_train_timesteps: int = DEFAULT_TRAI
     guide count 1 each even when batched with the conditional pass; classifier guidance counts
     its classifier forward+backward as 1). ``num_train_timesteps`` matters only with an interval."""
     return config.steps + guided_steps(config, num_train_timesteps)
+
+
+# ----------------------------------------------------------------------------------------------
+# The `sample` and `sweep` sections, checked when the config is loaded (pipeline.config)
+
+
+def config_problems(c) -> Iterator[tuple[str, Any, str]]:
+    """(key, value, problem) for each rule a config's `sample` or `sweep` section breaks.
+    ``c`` is a pipeline.config.Config."""
+    sample, sweep, trained = c.sample, c.sweep, c.train.p_uncond
+    timesteps = c.diffusion.timesteps
+    model = c.model
+    layer_names = attention_layer_names(c.data.resolution, model.channel_mult, model.num_res_blocks,
+                                        model.attention_resolutions)
+
+    def layers_problem(choice: str) -> Optional[str]:
+        problem = pag_layers_problem(choice)
+        if problem is None:
+            try:
+                pag_layers(layer_names, choice)
+            except ValueError as exc:
+                problem = str(exc)
+        return problem
+
+    if sample.guidance not in GUIDANCE:
+        yield "sample.guidance", sample.guidance, f"must be one of {', '.join(map(repr, GUIDANCE))}"
+        return
+    if sample.steps > timesteps:
+        yield "sample.steps", sample.steps, f"more than diffusion.timesteps = {timesteps}"
+    if sample.sampler == "ddpm" and sample.eta != 0.0:
+        yield "sample.eta", sample.eta, "eta is a DDIM setting; use sample.sampler: ddim"
+    if sample.p_uncond not in trained:
+        yield "sample.p_uncond", sample.p_uncond, f"no model is trained with it (train.p_uncond = {trained})"
+    if UNCONDITIONAL in GUIDANCE[sample.guidance].needs and sample.p_uncond == 0.0 and sample.strength > 0:
+        yield ("sample.guidance", sample.guidance,
+               "needs the model's unconditional branch: a model trained with p_uncond > 0")
+    problem = interval_problem(sample.guidance_interval)
+    if problem:
+        yield "sample.guidance_interval", sample.guidance_interval, problem
+    problem = layers_problem(sample.pag_layers) if ATTENTION in GUIDANCE[sample.guidance].needs else None
+    if problem:
+        yield "sample.pag_layers", sample.pag_layers, problem
+
+    if not sweep.guidance or not sweep.samplers or not sweep.steps:
+        yield "sweep", "empty list", "sweep.guidance, sweep.samplers and sweep.steps need at least one value"
+    for kind, strengths in sweep.guidance.items():
+        if kind not in GUIDANCE:
+            yield f"sweep.guidance.{kind}", strengths, f"not a guidance kind (known: {', '.join(GUIDANCE)})"
+        for i, v in enumerate(strengths):
+            if v < 0:
+                yield f"sweep.guidance.{kind}[{i}]", v, "guidance strengths must be non-negative"
+            elif kind == "none" and v != 0:
+                yield f"sweep.guidance.none[{i}]", v, "the unguided model has no strength: use [0.0]"
+    for i, interval in enumerate(sweep.guidance_interval):
+        problem = interval_problem(interval)
+        if problem:
+            yield f"sweep.guidance_interval[{i}]", interval, problem
+    if not sweep.guidance_interval or not sweep.pag_layers:
+        yield "sweep", "empty list", "sweep.guidance_interval and sweep.pag_layers need at least one value (null / paper)"
+    if any(ATTENTION in GUIDANCE[k].needs for k in sweep.guidance if k in GUIDANCE):
+        for i, choice in enumerate(sweep.pag_layers):
+            problem = layers_problem(choice)
+            if problem:
+                yield f"sweep.pag_layers[{i}]", choice, problem
+    for i, steps in enumerate(sweep.steps):
+        if steps < 1 or steps > timesteps:
+            yield f"sweep.steps[{i}]", steps, f"must be in [1, diffusion.timesteps = {timesteps}]"
+    for i, p in enumerate(sweep.p_uncond or []):
+        if p not in trained:
+            yield f"sweep.p_uncond[{i}]", p, f"no model is trained with it (train.p_uncond = {trained})"
+    if sweep.screen_images > sweep.full_images:
+        yield "sweep.screen_images", sweep.screen_images, "the screening round must not exceed sweep.full_images"
