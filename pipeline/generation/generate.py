@@ -26,7 +26,7 @@ from pipeline.diffusion.seeding import trial_noise
 from pipeline.generation.batching import FixedBatch
 from pipeline.generation.labels import labels_for
 from pipeline.generation.models import Models
-from pipeline.generation.sampler_config import SamplerConfig, interval_timesteps
+from pipeline.generation.sampler_config import SamplerConfig
 from pipeline.nets.unet import pag_layers
 
 # The classifier's gradient (classifier guidance) stays in float32 whatever the precision.
@@ -52,8 +52,7 @@ def build_denoiser(config: SamplerConfig, models: Models):
         classifier=FixedBatch(models.classifier, config.net_batch) if CLASSIFIER in kind.needs else None,
         attention_layers=(pag_layers(main.net.attention_layers, config.pag_layers)
                           if ATTENTION in kind.needs and config.guided else None))
-    window = interval_timesteps(config.guidance_interval, main.schedule.num_train_timesteps)
-    return kind.build(parts, config.strength, window)
+    return config.guided_denoiser(parts, main.schedule.num_train_timesteps)
 
 
 def sampling_schedule(config: SamplerConfig, models: Models) -> Schedule:

@@ -28,7 +28,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Optional
 
-from pipeline.diffusion.guidance import ATTENTION, GUIDANCE, UNCONDITIONAL, GuidanceKind, guidance_kind
+from pipeline.diffusion.guidance import ATTENTION, GUIDANCE, UNCONDITIONAL, GuidanceKind, GuidanceParts, guidance_kind
 from pipeline.diffusion.schedules import space_timesteps
 from pipeline.nets.unet import PAG_LAYER_CHOICES, attention_layer_names, pag_layers
 
@@ -150,6 +150,11 @@ class SamplerConfig:
     def s(self) -> float:
         """The scale for tables: 1 + w, or the strength itself for a scale (classifier guidance)."""
         return self.kind.table(self.strength)[1]
+
+    def guided_denoiser(self, parts: GuidanceParts, num_train_timesteps: int):
+        """The kind's wrapper with this strength and interval around ``parts.denoiser`` (the
+        registry's build; ``parts`` holds what the kind needs)."""
+        return self.kind.build(parts, self.strength, interval_timesteps(self.guidance_interval, num_train_timesteps))
 
     @property
     def identity(self) -> dict[str, Any]:

@@ -25,10 +25,9 @@ def load_reported(path: str | Path) -> pd.DataFrame:
     for item in spec.get("rows") or []:
         row = dict(item)
         kind = guidance_kind(row.setdefault("guidance", "cfg"))
-        strength = row.pop(kind.symbol, None)
-        if strength is not None:
-            row["strength"] = float(strength)
-            row["w"], row["s"] = kind.table(strength)
+        stated = row.pop(kind.symbol, None)
+        if stated is not None:
+            row["w"], row["s"] = kind.table(stated)
         row.update(dataset=spec.get("dataset", "unknown"), protocol=spec.get("protocol", "reported"),
                    source="reported", citation=row.get("citation", spec.get("citation", "")))
         rows.append(row)
