@@ -5,7 +5,9 @@ a wrong type or an out-of-range value raises `ConfigError` naming the key, the v
 it came from (the YAML file or `--set`), before Ray or MLflow are touched.
 
 Range checks live beside each field as metadata (`_field(default, ge=..., le=...)`); rules that
-tie two sections together live in `_check_cross_section`.
+tie two sections together live in `_check_cross_section` (the `sample` and `sweep` rules with the
+sampler configuration, pipeline.generation.sampler_config). A key a section no longer has but
+lists in its `RENAMED` fails naming the key that replaced it.
 """
 from __future__ import annotations
 
@@ -28,7 +30,6 @@ from pipeline.generation.sampler_config import config_problems as sampler_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
-
 
 
 class ConfigError(ValueError):
@@ -227,7 +228,8 @@ class SweepConfig:
         "pag_w": "sweep.guidance.pag"}
 
     guidance: dict[str, list[float]] = _field(
-        {"none": [0.0], "cfg": [0.5, 1.0, 2.0, 4.0], "classifier": [1.0, 4.0], "autoguidance": [1.0], "pag": [1.0]},
+        {"none": [0.0], "cfg": [0.0, 0.5, 1.0, 2.0, 3.0, 4.0], "classifier": [1.0, 4.0], "autoguidance": [1.0],
+         "pag": [1.0]},
         doc="guidance kind -> its strengths (as sample.strength); strength 0 is the unguided model, run once")
     guidance_interval: list[Optional[list[float]]] = _field([None], doc="as sample.guidance_interval; each one swept")
     pag_layers: list[str] = _field(["paper"], doc="as sample.pag_layers; each choice swept for pag")

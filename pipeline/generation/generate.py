@@ -45,7 +45,8 @@ def build_denoiser(config: SamplerConfig, models: Models):
 
     for need, model in ((GUIDE, models.guide), (CLASSIFIER, models.classifier)):
         if need in kind.needs and model is None:
-            raise ValueError(f"{kind.name} guidance needs the {need} model (load_models loads it for this configuration)")
+            raise ValueError(f"{kind.name} guidance needs the {need} model "
+                             f"(load_models loads it for this configuration)")
     parts = GuidanceParts(
         denoiser=plain(main), null_label=main.null_label if UNCONDITIONAL in kind.needs else None,
         guide=plain(models.guide) if GUIDE in kind.needs else None,

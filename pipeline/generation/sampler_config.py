@@ -88,7 +88,8 @@ class SamplerConfig:
 
     def __post_init__(self):
         kind = guidance_kind(self.guidance)  # raises for an unknown kind
-        for name, value, allowed in (("sampler", self.sampler, SAMPLER_KINDS), ("class_dist", self.class_dist, CLASS_DISTS),
+        for name, value, allowed in (("sampler", self.sampler, SAMPLER_KINDS),
+                                     ("class_dist", self.class_dist, CLASS_DISTS),
                                      ("precision", self.precision, PRECISIONS)):
             if value not in allowed:
                 raise ValueError(f"{name} {value!r}: expected one of {allowed}")
@@ -280,7 +281,8 @@ def config_problems(c) -> Iterator[tuple[str, Any, str]]:
         if problem:
             yield f"sweep.guidance_interval[{i}]", interval, problem
     if not sweep.guidance_interval or not sweep.pag_layers:
-        yield "sweep", "empty list", "sweep.guidance_interval and sweep.pag_layers need at least one value (null / paper)"
+        yield ("sweep", "empty list",
+               "sweep.guidance_interval and sweep.pag_layers need at least one value (null / paper)")
     if any(ATTENTION in GUIDANCE[k].needs for k in sweep.guidance if k in GUIDANCE):
         for i, choice in enumerate(sweep.pag_layers):
             problem = layers_problem(choice)
