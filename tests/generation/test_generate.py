@@ -209,3 +209,22 @@ def test_an_exact_denoiser_samples_exactly_its_class_images(sampler, w):
     mu = levels[torch.from_numpy(labels)].float() / 127.5 - 1
     expected = ((((1 + w) * mu).clamp(-1, 1) + 1) * 127.5).round().numpy()[:, None, None, :]
     assert np.abs(images.astype(int) - expected).max() <= 1
+
+
+def test_every_network_call_has_the_configurations_net_batch_rows():
+    """net_batch is part of the configuration: every call of the network has exactly that many
+    rows (padded), whatever the batch size, so the images are fixed by it."""
+    from pipeline.diffusion.schedules import make_schedule
+    from pipeline.generation import Models
+    from pipeline.training.artifacts import DiffusionModel
+
+    schedule = make_schedule("cosine", 100)
+    net = ExactPointMassNet(schedule, torch.zeros(NUM_CLASSES, 3))
+    rows = []
+    net.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    models = Models(main=DiffusionModel(net, schedule))
+    for net_batch, batch_size in ((16, 5), (16, 12), (4, 3)):
+        rows.clear()
+        generate(trial(guidance="cfg", steps=3, net_batch=net_batch), models, range(12), batch_size=batch_size)
+        assert set(rows) == {net_batch}, (net_batch, batch_size, rows)
+    assert trial(net_batch=16).id != trial(net_batch=64).id and trial(net_batch=16).name.endswith("-nb16")
