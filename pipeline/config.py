@@ -5,7 +5,9 @@ a wrong type or an out-of-range value raises `ConfigError` naming the key, the v
 it came from (the YAML file or `--set`), before Ray or MLflow are touched.
 
 Range checks live beside each field as metadata (`_field(default, ge=..., le=...)`); rules that
-tie two sections together live in `_check_cross_section`.
+tie two sections together live in `_check_cross_section` (the `sample` and `sweep` rules with the
+sampler configuration, pipeline.generation.sampler_config). A key a section no longer has but
+lists in its `RENAMED` fails naming the key that replaced it.
 """
 from __future__ import annotations
 
@@ -20,15 +22,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
 
+from pipeline.generation.sampler_config import config_problems as sampler_config_problems
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
-
-GUIDANCE_KINDS = ("none", "cfg", "classifier", "autoguidance", "pag")
-SAMPLERS = ("ddpm", "ddim")
 
 
 class ConfigError(ValueError):
@@ -181,12 +182,18 @@ class EvalnetConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """One sampler configuration (the `sample` and `evaluate` stages)."""
+    """One sampler configuration (the `sample` and `evaluate` stages): the fields of
+    pipeline.generation.SamplerConfig, and how many images, in what chunks, on how many actors."""
+
+    RENAMED: ClassVar[dict[str, str]] = {
+        "w": "sample.strength (the guidance kind's strength: w for cfg, autoguidance and pag; ADM's scale s "
+             "for classifier guidance)"}
 
     p_uncond: float = _field(0.1, ge=0.0, le=1.0, doc="which trained model: its p_uncond")
-    guidance: Literal["none", "cfg", "classifier", "autoguidance", "pag"] = "cfg"
-    w: float = _field(1.0, ge=0.0, doc="guidance weight (CFG paper's w; scale s = 1 + w)")
+    guidance: str = _field("cfg", doc="a guidance kind of pipeline.diffusion.guidance.GUIDANCE")
+    strength: float = _field(1.0, ge=0.0, doc="the kind's strength: w (s = 1 + w), or ADM's scale s for classifier")
     guidance_interval: Optional[list[float]] = _field(None, doc="[lo, hi] fraction of the trajectory")
+    pag_layers: str = _field("paper", doc="PAG's perturbed self-attention layers: paper | all | names, commas")
     sampler: Literal["ddpm", "ddim"] = "ddim"
     steps: int = _field(50, ge=1)
     eta: float = _field(0.0, ge=0.0)
@@ -199,6 +206,7 @@ class SampleConfig:
     precision: Literal["fp32", "bf16"] = _field(
         "fp32", doc="bf16: the denoising networks under bf16 autocast (AMX / tensor cores); images then depend "
                     "on the hardware's bf16 kernels")
+    net_batch: Optional[int] = _field(None, ge=1, doc="rows of every network call; null: 64 on CPU, 256 on CUDA")
 
 
 @dataclass(frozen=True)
@@ -213,17 +221,24 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    guidance: list[Literal["none", "cfg", "classifier", "autoguidance", "pag"]] = _field(
-        ["none", "cfg", "classifier", "autoguidance", "pag"])
-    w: list[float] = _field([0.0, 0.5, 1.0, 2.0, 4.0], doc="CFG weights")
-    classifier_scale: list[float] = _field([1.0, 4.0])
-    autoguidance_w: list[float] = _field([1.0])
-    pag_w: list[float] = _field([1.0])
+    RENAMED: ClassVar[dict[str, str]] = {
+        "w": "sweep.guidance.cfg (strengths per guidance kind: sweep.guidance: {cfg: [...], classifier: [...]})",
+        "classifier_scale": "sweep.guidance.classifier (ADM's classifier scales s)",
+        "autoguidance_w": "sweep.guidance.autoguidance",
+        "pag_w": "sweep.guidance.pag"}
+
+    guidance: dict[str, list[float]] = _field(
+        {"none": [0.0], "cfg": [0.0, 0.5, 1.0, 2.0, 3.0, 4.0], "classifier": [1.0, 4.0], "autoguidance": [1.0],
+         "pag": [1.0]},
+        doc="guidance kind -> its strengths (as sample.strength); strength 0 is the unguided model, run once")
+    guidance_interval: list[Optional[list[float]]] = _field([None], doc="as sample.guidance_interval; each one swept")
+    pag_layers: list[str] = _field(["paper"], doc="as sample.pag_layers; each choice swept for pag")
     samplers: list[Literal["ddpm", "ddim"]] = _field(["ddim"])
     steps: list[int] = _field([25, 50])
     eta: float = _field(0.0, ge=0.0, doc="DDIM's eta for the ddim trials")
     class_dist: Literal["uniform", "balanced"] = "balanced"
     precision: Literal["fp32", "bf16"] = _field("fp32", doc="as sample.precision, for every trial")
+    net_batch: Optional[int] = _field(None, ge=1, doc="as sample.net_batch; null: by the trials' device")
     batch_size: int = _field(250, ge=1, doc="images through the sampler at once, per trial")
     p_uncond: Optional[list[float]] = _field(None, doc="subset of train.p_uncond; None: all")
     screen_images: int = _field(500, ge=2)
@@ -411,6 +426,10 @@ def _build_dataclass(cls, raw: Any, prefix: str, origins: _Origins):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in raw:
+        renamed = getattr(cls, "RENAMED", {}).get(key)
+        if key not in fields and renamed:
+            dotted = f"{prefix}{key}"
+            raise ConfigError(dotted, raw[key], origins(dotted), f"no longer a key: use {renamed}")
         if key not in fields:
             dotted = origins.deepest(f"{prefix}{key}")
             value = raw[key]
@@ -449,6 +468,11 @@ def _coerce(tp, value: Any, key: str, origins: _Origins):
             choices = ", ".join(repr(a) for a in args)
             raise ConfigError(key, value, origins(key), f"must be one of {choices}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, value, origins(key),
+                              f"expected a mapping of {_type_name(args[0])} to {_type_name(args[1])}")
+        return {_coerce(args[0], k, key, origins): _coerce(args[1], v, f"{key}.{k}", origins) for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(key, value, origins(key), f"expected a list of {_type_name(args[0])}")
@@ -482,6 +506,10 @@ _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 def _type_name(tp) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + "/".join(map(str, typing.get_args(tp)))
+    if typing.get_origin(tp) is list:
+        return f"lists of {_type_name(typing.get_args(tp)[0])}"
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
 
 
@@ -576,35 +604,9 @@ def _check_cross_section(c: Config, origins: _Origins) -> None:
         fail("evalnet.feature_dim", c.evalnet.feature_dim,
              f"must be evalnet.width = {c.evalnet.width} times a power of 2 (each stage doubles the width)")
 
-    # sample
-    if c.sample.steps > c.diffusion.timesteps:
-        fail("sample.steps", c.sample.steps, f"more than diffusion.timesteps = {c.diffusion.timesteps}")
-    if c.sample.sampler == "ddpm" and c.sample.eta != 0.0:
-        fail("sample.eta", c.sample.eta, "eta is a DDIM setting; use sample.sampler: ddim")
-    if c.sample.p_uncond not in c.train.p_uncond:
-        fail("sample.p_uncond", c.sample.p_uncond, f"no model is trained with it (train.p_uncond = {c.train.p_uncond})")
-    if c.sample.guidance == "cfg" and c.sample.p_uncond == 0.0 and c.sample.w > 0:
-        fail("sample.guidance", "cfg", "classifier-free guidance needs a model trained with p_uncond > 0")
-    interval = c.sample.guidance_interval
-    if interval is not None and (len(interval) != 2 or not 0.0 <= interval[0] < interval[1] <= 1.0):
-        fail("sample.guidance_interval", interval, "must be [lo, hi] with 0 <= lo < hi <= 1")
-
-    # sweep
-    for i, steps in enumerate(c.sweep.steps):
-        if steps < 1 or steps > c.diffusion.timesteps:
-            fail(f"sweep.steps[{i}]", steps, f"must be in [1, diffusion.timesteps = {c.diffusion.timesteps}]")
-    for key in ("w", "classifier_scale", "autoguidance_w", "pag_w"):
-        for i, v in enumerate(getattr(c.sweep, key)):
-            if v < 0:
-                fail(f"sweep.{key}[{i}]", v, "guidance strengths must be non-negative")
-    if c.sweep.p_uncond is not None:
-        for i, p in enumerate(c.sweep.p_uncond):
-            if p not in c.train.p_uncond:
-                fail(f"sweep.p_uncond[{i}]", p, f"no model is trained with it (train.p_uncond = {c.train.p_uncond})")
-    if c.sweep.screen_images > c.sweep.full_images:
-        fail("sweep.screen_images", c.sweep.screen_images, "the screening round must not exceed sweep.full_images")
-    if not c.sweep.guidance or not c.sweep.samplers or not c.sweep.steps:
-        fail("sweep", "empty list", "sweep.guidance, sweep.samplers and sweep.steps need at least one value")
+    # sample / sweep: pipeline.generation.sampler_config owns these rules
+    for key, value, problem in sampler_config_problems(c):
+        fail(key, value, problem)
 
     # eval
     if not c.eval.extractors:

@@ -77,7 +77,7 @@ def run(ctx, cfg, inputs):
     ctx.log_metrics({"eval_seconds": seconds, "eval_images_per_s": info["num_images"] / seconds if seconds else 0.0})
     for key in sorted(metrics):
         ctx.log(f"{key} = {metrics[key]:.4f}")
-    result = {"metrics": metrics, "protocol": protocol, "protocol_ids": ids, "notes": notes, "trial": info["trial"],
+    result = {"metrics": metrics, "protocol": protocol, "protocol_ids": ids, "notes": notes, "config": info["config"],
               "name": info["name"], "nfe_per_image": info["nfe_per_image"], "num_images": info["num_images"]}
     ctx.out.write_json(METRICS_FILE, result)
     return {**result, "eval_seconds": round(seconds, 3)}

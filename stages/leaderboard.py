@@ -31,7 +31,7 @@ def run(ctx, cfg, inputs):
     import pandas as pd
 
     from pipeline import leaderboard as lb
-    from pipeline.leaderboard_plots import leaderboard_plots
+    from pipeline.leaderboard.plots import leaderboard_plots
 
     sweep = inputs["sweep"]
     trials = pd.read_parquet(io.BytesIO(sweep.read_bytes("trials.parquet")))
@@ -88,6 +88,7 @@ def _log_to_mlflow(ctx, ranked) -> None:
     import posixpath
 
     from pipeline.leaderboard import display_columns, groups, metric_columns
+    from pipeline.leaderboard.mlflow_runs import BEST_TAG, DATASET_TAG, PROTOCOL_TAG, RANKED_BY_TAG
 
     for rel in ctx.out.files():
         with ctx.out.local_file(rel) as path:
@@ -102,5 +103,5 @@ def _log_to_mlflow(ctx, ranked) -> None:
     metrics = {f"best.{m}": float(best[m]) for m in metric_columns(top) if best.get(m) == best.get(m)
                and best.get(m) is not None}
     ctx.log_metrics({**metrics, "rows": float(len(ranked))})
-    ctx.set_tags({"leaderboard.best": str(best.get("name", "")), "leaderboard.dataset": dataset,
-                  "leaderboard.protocol": protocol, "leaderboard.ranked_by": str(best.get("ranked_by", ""))})
+    ctx.set_tags({BEST_TAG: str(best.get("name", "")), DATASET_TAG: dataset, PROTOCOL_TAG: protocol,
+                  RANKED_BY_TAG: str(best.get("ranked_by", ""))})

@@ -30,7 +30,7 @@ def test_imagenet64_follows_the_cfg_papers_protocol(imagenet64):
     assert c.train.p_uncond == [0.1, 0.2, 0.5]
     assert c.sweep.p_uncond is None  # every trained model
     assert "none" in c.sweep.guidance and "cfg" in c.sweep.guidance  # w = 0 is the unguided model
-    assert min(c.sweep.w) > 0 and max(c.sweep.w) == 4.0
+    assert min(c.sweep.guidance["cfg"]) > 0 and max(c.sweep.guidance["cfg"]) == 4.0
     assert c.sweep.full_images == 50_000 and c.sample.num_images == 50_000
     assert "inception" in c.eval.extractors and c.eval.require_inception
     assert c.sweep.gpus_per_trial >= 1 and c.train.use_gpu
@@ -51,7 +51,7 @@ def test_imagenet64_model_is_adms(imagenet64):
 
 def test_imagenet64_has_an_adm_g_classifier_guidance_setting(imagenet64):
     assert "classifier" in imagenet64.sweep.guidance
-    assert 1.0 in imagenet64.sweep.classifier_scale
+    assert 1.0 in imagenet64.sweep.guidance["classifier"]
     assert imagenet64.classifier.base_channels == 128 and imagenet64.classifier.num_res_blocks == 4
 
 

@@ -119,18 +119,17 @@ def bench_sampling(root: str, setup: dict) -> dict:
 
     from pipeline import cluster
     from pipeline.config import ClusterConfig
-    from pipeline.generation import SamplerTrial, nfe_per_image
+    from pipeline.generation import SamplerConfig, nfe_per_image
     from pipeline.generation.pool import generate_parallel
 
     if not ray.is_initialized():
         cluster.connect(ClusterConfig(num_cpus=NUM_CPUS))
     model = _model_dir(root, setup["unet"])
-    trial = SamplerTrial(guidance="cfg", w=1.0, sampler="ddpm", steps=setup["steps"],
-                         num_images=setup["sample_images"], seed=0)
+    config = SamplerConfig(guidance="cfg", strength=1.0, sampler="ddpm", steps=setup["steps"], seed=0)
     figures, outputs = {}, {}
     for actors in (1, 2):
         out = _directory(os.path.join(root, f"samples-{actors}"))
-        result = generate_parallel(trial, model, out, num_actors=actors, chunk_size=setup["chunk_size"],
+        result = generate_parallel(config, setup["sample_images"], model, out, num_actors=actors, chunk_size=setup["chunk_size"],
                                    batch_size=setup["batch_size"], threads=1)
         figures[f"images_per_s_{actors}_actor"] = result.images_per_s
         figures[f"startup_s_{actors}_actor"] = round(result.startup_seconds, 3)
@@ -138,7 +137,7 @@ def bench_sampling(root: str, setup: dict) -> dict:
         outputs[actors] = {name: open(os.path.join(out.path, name), "rb").read() for name in out.listdir()}
     if outputs[1] != outputs[2]:
         raise AssertionError("1 and 2 actors wrote different samples")
-    figures.update({"sample_images": trial.num_images, "nfe_per_image": nfe_per_image(trial),
+    figures.update({"sample_images": setup["sample_images"], "nfe_per_image": nfe_per_image(config),
                     "ratio": figures["images_per_s_2_actor"] / figures["images_per_s_1_actor"],
                     "identical_outputs": True})
     return figures

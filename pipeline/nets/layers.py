@@ -136,6 +136,7 @@ class AttentionBlock(nn.Module):
         if channels % num_heads:
             raise ValueError(f"{channels} channels cannot be split into {num_heads} heads")
         self.num_heads = num_heads
+        self.layer_name = ""  # set by the UNet: its module name, as perturbed-attention guidance selects layers
         self.norm = group_norm(channels, norm_groups)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj_out = zero_module(nn.Linear(channels, channels))
@@ -180,14 +181,17 @@ class AttentionPool2d(nn.Module):
 
 
 class TimestepSequential(nn.Sequential):
-    """A sequence of layers; ResBlocks get the embedding, attention blocks the PAG perturbation."""
+    """A sequence of layers; ResBlocks get the embedding, attention blocks the PAG perturbation
+    (those named in ``perturb_layers``; None: every one)."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, perturb=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, perturb=None,
+                perturb_layers: Optional[frozenset[str]] = None) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, AttentionBlock):
-                x = layer(x, perturb)
+                chosen = perturb_layers is None or layer.layer_name in perturb_layers
+                x = layer(x, perturb if chosen else None)
             else:
                 x = layer(x)
         return x

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.generation import (SamplerTrial, generate, load_models, load_references, make_extractors,
+from pipeline.generation import (SamplerConfig, generate, load_models, load_references, make_extractors,
                                  protocol_params, score, seed_range)
 from pipeline.metrics import FeatureStats, InceptionWeightsMissing
 from tests.generation.conftest import real_images
@@ -43,7 +43,7 @@ def test_real_images_score_better_than_samples_and_carry_their_protocol(tiny_mod
     refs = load_references(tiny_references)
     images, labels = real_images(64, seed=7)  # fresh draws of the reference distribution
     real_metrics, protocol = score(images, labels, extractors, refs, cfg, seed_range(7, 64))
-    trial = SamplerTrial(guidance="cfg", w=1.0, steps=4, num_images=64, seed=0)
+    trial = SamplerConfig(guidance="cfg", strength=1.0, steps=4, seed=0)
     generated, gen_labels = generate(trial, load_models(trial, tiny_models["diffusion"]), range(64), 32)
     gen_metrics, _ = score(generated, gen_labels, extractors, refs, cfg, seed_range(0, 64))
     for m in (real_metrics, gen_metrics):

@@ -1,5 +1,5 @@
-"""Leaderboard figures (matplotlib, Agg): the classifier-free paper's trade-off curves, the
-fidelity-diversity frontiers, and sample grids with one row per class. Each returns PNG bytes."""
+"""Leaderboard figures (matplotlib, Agg, imported where drawn: it is heavy): the classifier-free
+paper's trade-off curves and the fidelity-diversity frontiers. Each returns PNG bytes."""
 from __future__ import annotations
 
 import io
@@ -8,10 +8,12 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from pipeline.leaderboard import lower_is_better, metric_columns
+from pipeline.diffusion.guidance import GUIDANCE
+from pipeline.leaderboard.columns import lower_is_better, metric_columns
 
 KIND_COLORS = {"none": "#444444", "cfg": "#1f77b4", "classifier": "#d62728", "autoguidance": "#2ca02c",
                "pag": "#9467bd"}
+OTHER_COLOR = "#888888"  # a kind without a colour of its own
 
 
 def _pyplot():
@@ -31,36 +33,47 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _strength(row) -> float:
-    """The x axis of a trade-off curve: w (s for classifier guidance)."""
-    return float(row["s"]) if row["guidance"] == "classifier" else float(row["w"])
+def _symbol(kind: str) -> str:
+    """What a kind's curve is drawn against: "w", or "s" for a kind whose strength is a scale."""
+    return GUIDANCE[kind].symbol if kind in GUIDANCE else "w"
+
+
+def _axis_label(kind: str) -> str:
+    return GUIDANCE[kind].strength_name if kind in GUIDANCE else "guidance weight w (s = 1 + w)"
+
+
+def _variant(row) -> str:
+    """What else sets a guided configuration apart on a curve: its guidance interval, PAG layers."""
+    interval, layers = row.get("guidance_interval"), row.get("pag_layers")
+    parts = []
+    if interval is not None and not (isinstance(interval, float) and np.isnan(interval)):
+        parts.append("interval " + "-".join(f"{v:g}" for v in interval))
+    if isinstance(layers, str) and layers != "paper":
+        parts.append(f"layers {layers}")
+    return ", ".join(parts)
 
 
 def tradeoff_plot(df: pd.DataFrame, metric: str, title: str = "") -> Optional[bytes]:
     """`metric` against guidance strength: a panel per guidance kind, a line per p_uncond (and
-    sampler/steps). The unguided model is w = 0 of every curve; reported rows are dashed."""
+    sampler/steps, interval, layers). The unguided model is w = 0 of every curve drawn against w;
+    reported rows are dashed."""
     if metric not in df or not df[metric].notna().any():
         return None
-    kinds = [k for k in KIND_COLORS if k != "none" and (df["guidance"] == k).any()] or ["none"]
+    registered = list(GUIDANCE)
+    kinds = sorted({k for k in df["guidance"].dropna() if k != "none"},
+                   key=lambda k: (registered.index(k) if k in registered else len(registered), k)) or ["none"]
+    df = df.assign(variant=[_variant(row) for _, row in df.iterrows()])
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
-        part = df[df["guidance"].isin([kind, "none"])] if kind != "classifier" else df[df["guidance"] == kind]
-        line_keys = ["source", "p_uncond", "sampler", "steps"]
-        for key, line in part.groupby([k for k in line_keys if k in part], dropna=False):
-            key = dict(zip([k for k in line_keys if k in part], key if isinstance(key, tuple) else (key,)))
-            line = line[line[metric].notna()]
-            if line.empty or (kind != "none" and not (line["guidance"] == kind).any()):
-                continue
-            xs = np.array([_strength(r) for _, r in line.iterrows()])
-            order = np.argsort(xs, kind="stable")
-            label = f"p_uncond={key.get('p_uncond'):g}" if pd.notna(key.get("p_uncond")) else "model"
-            if pd.notna(key.get("sampler")):
-                label += f", {key['sampler']} {int(key['steps']) if pd.notna(key.get('steps')) else ''}".rstrip()
-            reported = key.get("source") == "reported"
-            ax.plot(xs[order], line[metric].to_numpy()[order], "x--" if reported else "o-",
-                    label=label + (" (reported)" if reported else ""), alpha=0.9)
-        ax.set_xlabel("classifier scale s" if kind == "classifier" else "guidance weight w (s = 1 + w)")
+        symbol = _symbol(kind)
+        guided, unguided = df[df["guidance"] == kind], df[df["guidance"] == "none"]
+        for variant in dict.fromkeys(guided["variant"]):
+            part = guided[guided["variant"] == variant]
+            if symbol == "w" and kind != "none":
+                part = pd.concat([unguided, part])
+            _draw_lines(ax, part, kind, symbol, metric, variant)
+        ax.set_xlabel(_axis_label(kind))
         ax.set_ylabel(metric + (" (lower is better)" if lower_is_better(metric) else ""))
         ax.set_title(kind)
         ax.grid(alpha=0.3)
@@ -69,6 +82,24 @@ def tradeoff_plot(df: pd.DataFrame, metric: str, title: str = "") -> Optional[by
     if title:
         fig.suptitle(title, fontsize=9)
     return _png(fig)
+
+
+def _draw_lines(ax, part: pd.DataFrame, kind: str, symbol: str, metric: str, variant: str) -> None:
+    line_keys = [k for k in ("source", "p_uncond", "sampler", "steps") if k in part]
+    for key, line in part.groupby(line_keys, dropna=False):
+        key = dict(zip(line_keys, key if isinstance(key, tuple) else (key,)))
+        line = line[line[metric].notna()]
+        if line.empty or (kind != "none" and not (line["guidance"] == kind).any()):
+            continue
+        xs = line[symbol].to_numpy(float)
+        order = np.argsort(xs, kind="stable")
+        label = f"p_uncond={key.get('p_uncond'):g}" if pd.notna(key.get("p_uncond")) else "model"
+        if pd.notna(key.get("sampler")):
+            label += f", {key['sampler']} {int(key['steps']) if pd.notna(key.get('steps')) else ''}".rstrip()
+        label += f", {variant}" if variant else ""
+        reported = key.get("source") == "reported"
+        ax.plot(xs[order], line[metric].to_numpy()[order], "x--" if reported else "o-",
+                label=label + (" (reported)" if reported else ""), alpha=0.9)
 
 
 def pareto_front(x: np.ndarray, y: np.ndarray, maximize_x: bool, maximize_y: bool) -> np.ndarray:
@@ -91,7 +122,7 @@ def frontier_plot(df: pd.DataFrame, x: str, y: str, title: str = "") -> Optional
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for kind, pts in part.groupby("guidance"):
-        ax.scatter(pts[x], pts[y], color=KIND_COLORS.get(kind, "#888888"), label=kind, s=24, alpha=0.85)
+        ax.scatter(pts[x], pts[y], color=KIND_COLORS.get(kind, OTHER_COLOR), label=kind, s=24, alpha=0.85)
     xs, ys = part[x].to_numpy(float), part[y].to_numpy(float)
     front = pareto_front(xs, ys, not lower_is_better(x), not lower_is_better(y))
     ax.plot(xs[front], ys[front], "k:", lw=1, label="frontier")
@@ -127,12 +158,3 @@ def leaderboard_plots(df: pd.DataFrame, title: str = "") -> dict[str, bytes]:
         if png:
             plots[f"frontier_{fd}_{is_}"] = png
     return plots
-
-
-def image_grid(images: np.ndarray, labels: np.ndarray, per_class: int = 8, max_classes: int = 16,
-               scale: int = 1) -> bytes:
-    """A PNG of uint8 NHWC images: one row per class (the first classes up to `max_classes`),
-    up to `per_class` images each, in index order; missing cells stay black."""
-    from pipeline.generation.grid import class_rows, grid_png
-
-    return grid_png(class_rows(images, labels, per_class, max_classes), columns=per_class, scale=scale)
