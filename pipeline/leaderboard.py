@@ -244,16 +244,26 @@ def to_html(ranked: pd.DataFrame, plots: Optional[dict[str, bytes]] = None,
 # Reported rows
 
 
-def load_reported(path: str | Path) -> pd.DataFrame:
-    """Rows of a YAML file of published results, marked `reported`.
+def load_reported(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """Rows of one or several YAML files of published results, marked `reported`.
 
-    Format: {dataset, protocol, citation, rows: [{guidance, w | s, p_uncond, steps, num_images, fid, is, ...}]}.
+    Format of a file: {dataset, protocol, citation, rows: [{guidance, w | s, p_uncond, steps, num_images,
+    fid, is, ..., citation}]} (see configs/reported/); a row's own citation wins over the file's.
     """
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    frames = [_reported_rows(Path(path)) for path in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _reported_rows(path: Path) -> pd.DataFrame:
     import yaml
 
-    spec = yaml.safe_load(Path(path).read_text()) or {}
+    spec = yaml.safe_load(path.read_text()) or {}
+    items = spec.get("rows") if isinstance(spec, dict) else None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ValueError(f"{path}: expected a mapping with `rows`: a list of mappings")
     rows = []
-    for item in spec.get("rows") or []:
+    for item in items:
         row = dict(item)
         guidance = row.setdefault("guidance", "cfg")
         strength = row.pop("s", None) if guidance == "classifier" else row.pop("w", None)
@@ -265,14 +275,24 @@ def load_reported(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def resolve_reported(path: Optional[str]) -> Optional[Path]:
-    """The reported-rows file: as given, or relative to the repository root."""
-    if not path:
-        return None
-    for candidate in (Path(path), Path(__file__).resolve().parent.parent / path):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"reported results file {path} not found (relative to the cwd or the repository)")
+def resolve_reported(spec: Optional[str | Iterable[str]]) -> list[Path]:
+    """The reported-rows files of `sweep.reported`: a path or a glob pattern (or a list of them), each
+    relative to the cwd or else to the repository root, in sorted order; [] for None."""
+    import glob
+
+    if not spec:
+        return []
+    found: list[Path] = []
+    for pattern in [spec] if isinstance(spec, str) else list(spec):
+        for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+            matches = sorted(glob.glob(str(base / pattern))) if glob.has_magic(pattern) else (
+                [str(base / pattern)] if (base / pattern).exists() else [])
+            if matches:
+                found += [Path(m) for m in matches]
+                break
+        else:
+            raise FileNotFoundError(f"reported results file {pattern} not found (relative to the cwd or the repository)")
+    return found
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,11 +349,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--experiment", default="guided-diffusion")
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     parser.add_argument("--metric", default=None, help="sort by this metric (default: fid, else fd_evalnet)")
-    parser.add_argument("--reported", default=None, help="YAML file of reported rows to show beside")
+    parser.add_argument("--reported", default=None, help="YAML file (or glob pattern) of reported rows to show beside")
     args = parser.parse_args(argv)
     rows = rows_from_mlflow(args.tracking_uri, args.experiment)
     reported = resolve_reported(args.reported)
-    if reported is not None:
+    if reported:
         rows = pd.concat([rows, load_reported(reported)], ignore_index=True)
     if rows.empty:
         print(f"no evaluated configurations in experiment {args.experiment!r} ({args.tracking_uri})", file=sys.stderr)
