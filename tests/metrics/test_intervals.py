@@ -117,6 +117,12 @@ def test_leave_one_group_out_recall_equals_recomputing_without_the_group():
         assert pr.recall_without[g] == pytest.approx(precision_recall(real, fake[groups != g], k=3)[1], abs=1e-12)
     assert pr.group_sizes.sum() == 90
     assert (pr.precision, pr.recall) == precision_recall(real, fake, k=3)
+    # a lopsided split: most nearest neighbours of every point are in group 0, so the radii
+    # without group 0 come from the exact fallback
+    lopsided = (np.arange(90) >= 84).astype(np.int64)
+    pr = precision_recall_details(real, fake, k=3, fake_groups=lopsided)
+    for g in range(2):
+        assert pr.recall_without[g] == pytest.approx(precision_recall(real, fake[lopsided != g], k=3)[1], abs=1e-12)
 
 
 def test_kid_interval_covers_the_population_mmd():
