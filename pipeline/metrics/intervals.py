@@ -215,6 +215,7 @@ def shared_ranks(values, lows, highs, lower_is_better: bool) -> np.ndarray:
     present = np.flatnonzero(~np.isnan(v))
     order = present[np.argsort(v[present] if lower_is_better else -v[present], kind="stable")]
     for position, row in enumerate(order):
-        overlapping = [p for p, earlier in enumerate(order[:position]) if lo[row] <= hi[earlier] and lo[earlier] <= hi[row]]
+        overlapping = [p for p, earlier in enumerate(order[:position])
+                       if lo[row] <= hi[earlier] and lo[earlier] <= hi[row]]
         ranks[row] = (overlapping[0] if overlapping else position) + 1
     return ranks
