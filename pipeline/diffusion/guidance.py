@@ -156,10 +156,12 @@ class ClassifierGuidance:
     g = s * grad_x log p_phi(y | x_t) is computed here (with autograd switched on locally, so
     the sampler may run under inference mode). ``form``:
     - "sampler" (default): g is returned as ``classifier_grad`` and each sampler applies its
-      own form: DDPM shifts the mean by Sigma g (ADM Algorithm 1), DDIM uses
-      eps - sqrt(1 - alpha_bar_t) g (ADM Algorithm 2 / eq. 14);
+      own form, as guided-diffusion does: DDPM shifts the mean by Sigma g (ADM Algorithm 1,
+      ``condition_mean``), DDIM uses eps - sqrt(1 - alpha_bar_t) g on the eps of the clipped x0
+      (ADM Algorithm 2 / eq. 14, ``condition_score``; see ``pipeline.diffusion.samplers``);
     - "eps": the DDIM form is folded into eps here (needs ``train_schedule`` for alpha_bar_t),
-      so any sampler sees a plain eps.
+      so any sampler sees a plain eps. A sampler that clips x0 then clips the guided x0, which is
+      not guided-diffusion's order: use "sampler" to reproduce ADM-G.
     ``base_label``: call the base denoiser with this label for every image (e.g. the null
     token to guide the unconditional branch), the classifier still gets the class labels.
     """

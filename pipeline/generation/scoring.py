@@ -8,7 +8,9 @@ The metrics are those of pipeline.metrics (one streaming pass, nothing written t
   k = eval.pr_neighbours) and class_accuracy (the fraction of samples the classifier assigns to
   their conditioning class).
 Every number comes with its protocol (extractor, N, reference statistics id, seed range, ...);
-two numbers are only comparable when their protocols match.
+two numbers are only comparable when their protocols match. Every metric also comes with a 95%
+interval, ``<metric>_ci_low`` / ``<metric>_ci_high`` (methods: pipeline.metrics.intervals), which
+flow with the metrics into the evaluate summary, the sweep's trials.parquet and MLflow.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ KEEP_FEATURES = 10_000   # features kept for KID and precision/recall (the rest 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 METRICS_SEED = 0
+CI_GROUPS = 10    # groups of generated images behind every interval (jackknife / blocks)
+CI_LEVEL = 0.95
 
 
 def stats_file(extractor: str) -> str:
@@ -143,13 +147,21 @@ def score_batches(batches: Iterable, extractors: list, references: Mapping[str, 
     results = evaluate_samples(extractors, batches, {e.name: references[e.name] for e in extractors},
                                keep=KEEP_FEATURES, seed=METRICS_SEED, kid_subsets=KID_SUBSETS,
                                kid_subset_size=KID_SUBSET_SIZE, pr_k=eval_cfg.pr_neighbours,
-                               seed_range=list(seed_range) if seed_range is not None else None)
+                               seed_range=list(seed_range) if seed_range is not None else None,
+                               ci_groups=CI_GROUPS, ci_level=CI_LEVEL)
     metrics: dict[str, float] = {}
     protocol: dict[str, dict] = {}
     for name, result in results.items():
         metrics.update({k: float(v) for k, v in result.metrics.items()})
+        metrics.update(interval_columns(result.intervals))
         protocol[name] = result.protocol
     return metrics, protocol
+
+
+def interval_columns(intervals: Mapping[str, Any]) -> dict[str, float]:
+    """{metric: (low, high)} -> {"<metric>_ci_low": low, "<metric>_ci_high": high}."""
+    return {f"{name}_ci_{side}": float(value) for name, (low, high) in intervals.items()
+            for side, value in (("low", low), ("high", high))}
 
 
 def score(images, labels, extractors: list, references: Mapping[str, FeatureStats], eval_cfg,

@@ -27,11 +27,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--experiment", default="guided-diffusion")
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     parser.add_argument("--metric", default=None, help="sort by this metric (default: fid, else fd_evalnet)")
-    parser.add_argument("--reported", default=None, help="YAML file of reported rows to show beside")
+    parser.add_argument("--reported", default=None, help="YAML file (or glob pattern) of reported rows to show beside")
     args = parser.parse_args(argv)
     rows = rows_from_mlflow(args.tracking_uri, args.experiment)
     reported = resolve_reported(args.reported)
-    if reported is not None:
+    if reported:
         rows = pd.concat([rows, load_reported(reported)], ignore_index=True)
     if rows.empty:
         print(f"no evaluated configurations in experiment {args.experiment!r} ({args.tracking_uri})", file=sys.stderr)
