@@ -12,7 +12,7 @@ from pipeline.graph import StageSpec
 
 STAGE = StageSpec(
     name="evaluate",
-    version="1",
+    version="2",
     reads=("eval", "sample"),
     inputs=("sample", "reference_stats", "train_evalnet"),
     description="FID/KID (clean-fid) and offline metrics of the `sample` stage's images.",

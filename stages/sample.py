@@ -15,7 +15,7 @@ from pipeline.graph import StageSpec
 
 STAGE = StageSpec(
     name="sample",
-    version="1",
+    version="2",
     reads=("sample", "diffusion"),
     inputs=("train_diffusion", "train_classifier"),
     description="N images for one sampler configuration on a pool of Ray actors, per-image seeds.",
