@@ -17,7 +17,6 @@ STAGE = StageSpec(
     version="1",
     reads=("sweep",),
     inputs=("sweep",),
-    description="The ranked table, plots and sample grids, logged to MLflow.",
 )
 
 
