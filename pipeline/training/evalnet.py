@@ -12,11 +12,22 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from pipeline.arguments import ArgumentError
 from pipeline.nets.evalnet import EvalNet
 from pipeline.training.task import Task
 
 WEIGHTS_FILE = "evalnet.pt"
 CONFIG_FILE = "evalnet.json"
+
+
+def num_stages(width: int, feature_dim: int) -> int:
+    """How many stages give `feature_dim` features from a first stage of `width` channels:
+    feature_dim = width * 2**(stages - 1), as each stage doubles the channels."""
+    ratio, rest = divmod(feature_dim, width)
+    if rest or ratio & (ratio - 1):
+        raise ArgumentError("feature_dim", feature_dim,
+                            f"must be `width` = {width} times a power of 2 (each stage doubles the channels)")
+    return ratio.bit_length()
 
 
 @dataclass(frozen=True)
@@ -28,11 +39,8 @@ class EvalnetArch:
 
     @classmethod
     def from_config(cls, cfg, in_channels: int, num_classes: int) -> "EvalnetArch":
-        """evalnet.{width, depth, feature_dim}: feature_dim = width * 2**(stages - 1), depth blocks per stage."""
-        ratio = cfg.feature_dim // cfg.width
-        if cfg.feature_dim % cfg.width or ratio & (ratio - 1):
-            raise ValueError(f"evalnet.feature_dim {cfg.feature_dim} must be evalnet.width {cfg.width} times a power of 2")
-        return cls(in_channels, num_classes, cfg.width, (cfg.depth,) * ratio.bit_length())
+        """evalnet.{width, depth, feature_dim}: `depth` blocks in each of `num_stages` stages."""
+        return cls(in_channels, num_classes, cfg.width, (cfg.depth,) * num_stages(cfg.width, cfg.feature_dim))
 
     def build(self) -> EvalNet:
         return EvalNet(self.in_channels, self.num_classes, self.width, self.blocks_per_stage)
