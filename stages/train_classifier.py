@@ -13,7 +13,6 @@ STAGE = StageSpec(
     version="1",
     reads=("classifier", "diffusion"),
     inputs=("shard",),
-    description="Noisy classifier p(y | x_t) for classifier guidance (ADM).",
 )
 
 RAY_RUN = "ray_train"
@@ -32,8 +31,8 @@ def train_spec(cl):
     from pipeline.training.spec import TrainSpec
 
     return TrainSpec(kimg=cl.kimg, batch_size=cl.batch_size, lr=cl.lr, num_workers=cl.num_workers, seed=cl.seed,
-                     warmup_kimg=min(cl.kimg / 10, 1.0), weight_decay=cl.weight_decay, grad_clip=1.0,
-                     checkpoint_kimg=max(cl.kimg / 4, cl.batch_size / 1000),
+                     warmup_kimg=cl.warmup_kimg, weight_decay=cl.weight_decay, grad_clip=cl.grad_clip,
+                     checkpoint_kimg=cl.checkpoint_kimg, keep_checkpoints=cl.keep_checkpoints,
                      log_kimg=max(cl.kimg / 50, cl.batch_size / 1000))
 
 
