@@ -5,8 +5,6 @@ constructor arguments), so `load_evalnet` rebuilds it with torch alone, without 
 """
 from __future__ import annotations
 
-import json
-import posixpath
 from dataclasses import asdict, dataclass
 
 import torch
@@ -83,14 +81,12 @@ def load_evalnet(location: str, device: str | torch.device = "cpu") -> EvalNet:
     """The trained EvalNet (in eval mode) from a train_evalnet output: a local path or URI."""
     import io
 
-    from pipeline.store import resolve
+    from pipeline.store import Directory
 
-    fs, root = resolve(location)
-    with fs.open_input_stream(posixpath.join(root, CONFIG_FILE)) as f:
-        raw = json.loads(f.read())
+    directory = Directory.at(location)
+    raw = directory.read_json(CONFIG_FILE)
     arch = EvalnetArch(**{**raw, "blocks_per_stage": tuple(raw["blocks_per_stage"])})
-    with fs.open_input_stream(posixpath.join(root, WEIGHTS_FILE)) as f:
-        weights = torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
+    weights = torch.load(io.BytesIO(directory.read_bytes(WEIGHTS_FILE)), map_location=device, weights_only=True)
     model = arch.build()
     model.load_state_dict(weights)
     return model.to(device).eval()
