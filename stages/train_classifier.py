@@ -69,7 +69,7 @@ def run(ctx, cfg, inputs):
     ctx.log_metrics(val, step=state.nimg)
     ctx.log("val top-1 per noise bucket of t (least noisy first): "
             + ", ".join(f"{val[f'val_top1_t_q{b}']:.3f}" for b in range(NOISE_BUCKETS))
-            + f"; top-5: " + ", ".join(f"{val[f'val_top5_t_q{b}']:.3f}" for b in range(NOISE_BUCKETS)))
+            + "; top-5: " + ", ".join(f"{val[f'val_top5_t_q{b}']:.3f}" for b in range(NOISE_BUCKETS)))
 
     save_classifier(ctx.out, state.model, kwargs, diffusion, nimg=state.nimg, seed=cl.seed)
     ctx.out.delete(RAY_RUN)
