@@ -9,8 +9,9 @@ Rules that look at more than one field are the functions in RULES, each `rule(co
 run in order once every field has passed. Where a rule's subject is library code (the UNet, the
 losses, the trainer's batch split), the rule calls that code's own check inside
 `fail.naming(argument=key, ...)`, so the check is written once, beside its subject, and the error
-still names the config key. Those modules import torch, so the rules import them when they run
-and `import pipeline.config` stays light (Ray workers, tracking, the CLI's --help).
+still names the config key. Those modules import torch: the rules import them when they run, so
+`import pipeline.config` stays light (Ray workers, tracking, `--help`) and `load_config` pays
+torch's import once.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from typing import Any, Literal, Optional
 import yaml
 
 from pipeline import typed_yaml
-from pipeline.typed_yaml import ConfigError, Fail, flatten, hash_value, setting, with_defaults  # noqa: F401
+from pipeline.typed_yaml import Fail, hash_value, setting, with_defaults
+from pipeline.typed_yaml import ConfigError, flatten  # noqa: F401  (importers know them from here)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
