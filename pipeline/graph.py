@@ -39,7 +39,6 @@ class StageSpec:
     reads: tuple[str, ...]
     inputs: tuple[str, ...] = ()
     fan_out: tuple[str, ...] = ()  # dotted list-valued keys, one instance per combination
-    description: str = ""
 
     def __post_init__(self):
         for section in self.reads:

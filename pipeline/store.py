@@ -238,7 +238,7 @@ class Store:
     def latest_manifest(self, stage: str, label: str) -> Optional[dict]:
         """The manifest last published for this stage and variant label (for 'why it re-runs')."""
         pointer = self._dir(stage)
-        rel = f"_latest/{_safe_name(label)}.json"
+        rel = f"_latest/{safe_name(label)}.json"
         if not pointer.exists(rel):
             return None
         try:
@@ -295,7 +295,7 @@ class Store:
             self.fs.delete_dir(partial.path)
         if retired is not None:
             self.fs.delete_dir(retired.path)
-        self._dir(stage).write_json(f"_latest/{_safe_name(manifest.get('label', key))}.json", {"key": key})
+        self._dir(stage).write_json(f"_latest/{safe_name(manifest.get('label', key))}.json", {"key": key})
         return self.open(stage, key)
 
     def _copy_then_manifest(self, src: Directory, dst: Directory) -> None:
@@ -307,5 +307,6 @@ class Store:
         self.fs.copy_file(src.child(MANIFEST), dst.child(MANIFEST))
 
 
-def _safe_name(label: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in label) or "_"
+def safe_name(label: object) -> str:
+    """`label` as a file name any store takes: letters, digits and -_.= kept, the rest "_"."""
+    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in str(label)) or "_"

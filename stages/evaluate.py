@@ -15,7 +15,6 @@ STAGE = StageSpec(
     version="2",
     reads=("eval", "sample"),
     inputs=("sample", "reference_stats", "train_evalnet"),
-    description="FID/KID (clean-fid) and offline metrics of the `sample` stage's images.",
 )
 
 METRICS_FILE = "metrics.json"

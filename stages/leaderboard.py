@@ -17,12 +17,7 @@ STAGE = StageSpec(
     version="1",
     reads=("sweep",),
     inputs=("sweep",),
-    description="The ranked table, plots and sample grids, logged to MLflow.",
 )
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in str(text))
 
 
 def run(ctx, cfg, inputs):
@@ -32,6 +27,7 @@ def run(ctx, cfg, inputs):
 
     from pipeline import leaderboard as lb
     from pipeline.leaderboard.plots import leaderboard_plots
+    from pipeline.store import safe_name
 
     sweep = inputs["sweep"]
     trials = pd.read_parquet(io.BytesIO(sweep.read_bytes("trials.parquet")))
@@ -55,7 +51,7 @@ def run(ctx, cfg, inputs):
         beside = reported[reported["dataset"] == dataset] if not reported.empty else reported
         title = f"{dataset} · {lb.protocol_summary(table['protocol_json'].iloc[0])}"
         for name, png in leaderboard_plots(pd.concat([table, beside], ignore_index=True), title).items():
-            plots[f"{_slug(dataset)}__{protocol}__{name}"] = png
+            plots[f"{safe_name(dataset)}__{protocol}__{name}"] = png
     for name, png in plots.items():
         ctx.out.write_bytes(f"plots/{name}.png", png)
 
@@ -63,7 +59,7 @@ def run(ctx, cfg, inputs):
     for name, rel in sorted(set(zip(trials.get("name", []), trials.get("grid", [])))):
         if isinstance(rel, str) and sweep.exists(rel):
             grids[name] = sweep.read_bytes(rel)
-            ctx.out.write_bytes(f"grids/{_slug(name)}.png", grids[name])
+            ctx.out.write_bytes(f"grids/{safe_name(name)}.png", grids[name])
     page = lb.to_html(ranked, plots, grids, title=f"Leaderboard · {cfg.tracking.experiment}")
     ctx.out.write_bytes("leaderboard.html", page.encode())
 

@@ -18,7 +18,6 @@ STAGE = StageSpec(
     version="2",
     reads=("sample", "diffusion"),
     inputs=("train_diffusion", "train_classifier"),
-    description="N images for one sampler configuration on a pool of Ray actors, per-image seeds.",
 )
 
 SAMPLES_FILE = "samples.json"

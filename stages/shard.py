@@ -15,19 +15,7 @@ STAGE = StageSpec(
     version="2",
     reads=("data",),
     inputs=(),
-    description="Real images -> verified WebDataset shards (train/val), in parallel on Ray.",
 )
-
-
-def _write_shard_task(out_uri: str, plan, source_location, options) -> object:
-    """Runs in a Ray worker: re-open both filesystems from their URIs and write one shard."""
-    from pipeline.data.records import filesystem_and_path
-    from pipeline.data.shardwrite import write_shard
-    from pipeline.store import resolve
-
-    out_fs, out_path = resolve(out_uri)
-    source_fs = filesystem_and_path(source_location)[0] if source_location else None
-    return write_shard(out_fs, out_path, plan, source_fs, options)
 
 
 def resolve_source(data_cfg) -> tuple[str, str | None]:
@@ -48,38 +36,18 @@ def resolve_source(data_cfg) -> tuple[str, str | None]:
     return SOURCE_OF_LAYOUT[spec.layout], generate_tree(root, spec)
 
 
-def shard_in_parallel(ray, out_uri: str, plans: list, source_location, options, num_tasks: int, on_done=None) -> list:
-    """Write every planned shard with at most num_tasks Ray tasks in flight."""
-    from collections import deque
-
-    task = ray.remote(num_cpus=1, max_retries=2)(_write_shard_task)
-    pending, results, queue = [], [], deque(plans)
-    while queue or pending:
-        while queue and len(pending) < num_tasks:
-            pending.append(task.remote(out_uri, queue.popleft(), source_location, options))
-        done, pending = ray.wait(pending, num_returns=1)
-        for ref in done:
-            result = ray.get(ref)
-            results.append(result)
-            if on_done is not None:
-                on_done(result)
-    return results
-
-
 def run(ctx, cfg, inputs):
     import time
 
     import ray
 
-    from pipeline.data.build import cleanup_temporaries, finalize
+    from pipeline.data.build import cleanup_temporaries, finalize, shard_in_parallel
     from pipeline.data.manifest import CLASSES_FILE, ERRORS_FILE
     from pipeline.data.plan import plan_shards
-    from pipeline.data.preprocess import check_resolution
     from pipeline.data.shardwrite import EncodeOptions
     from pipeline.data.sources import list_source
 
     data = cfg.data
-    check_resolution(data.resolution)
     started = time.time()
     source, location = resolve_source(data)
     listing = list_source(source, location, val_fraction=data.val_fraction, seed=data.seed,

@@ -26,8 +26,6 @@ STAGE = StageSpec(
     version="2",
     reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
-    description="Ray Tune over guidance kind x strength x interval x sampler x steps x p_uncond; each trial samples "
-                "and evaluates.",
 )
 
 TUNE_DIR = "tune"  # the Ray Tune experiments, inside the partial output (removed once published)

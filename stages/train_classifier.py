@@ -13,7 +13,6 @@ STAGE = StageSpec(
     version="1",
     reads=("classifier", "diffusion"),
     inputs=("shard",),
-    description="Noisy classifier p(y | x_t) for classifier guidance (ADM).",
 )
 
 RAY_RUN = "ray_train"
@@ -32,8 +31,8 @@ def train_spec(cl):
     from pipeline.training.spec import TrainSpec
 
     return TrainSpec(kimg=cl.kimg, batch_size=cl.batch_size, lr=cl.lr, num_workers=cl.num_workers, seed=cl.seed,
-                     warmup_kimg=min(cl.kimg / 10, 1.0), weight_decay=cl.weight_decay, grad_clip=1.0,
-                     checkpoint_kimg=max(cl.kimg / 4, cl.batch_size / 1000),
+                     warmup_kimg=cl.warmup_kimg, weight_decay=cl.weight_decay, grad_clip=cl.grad_clip,
+                     checkpoint_kimg=cl.checkpoint_kimg, keep_checkpoints=cl.keep_checkpoints,
                      log_kimg=max(cl.kimg / 50, cl.batch_size / 1000))
 
 
@@ -70,7 +69,7 @@ def run(ctx, cfg, inputs):
     ctx.log_metrics(val, step=state.nimg)
     ctx.log("val top-1 per noise bucket of t (least noisy first): "
             + ", ".join(f"{val[f'val_top1_t_q{b}']:.3f}" for b in range(NOISE_BUCKETS))
-            + f"; top-5: " + ", ".join(f"{val[f'val_top5_t_q{b}']:.3f}" for b in range(NOISE_BUCKETS)))
+            + "; top-5: " + ", ".join(f"{val[f'val_top5_t_q{b}']:.3f}" for b in range(NOISE_BUCKETS)))
 
     save_classifier(ctx.out, state.model, kwargs, diffusion, nimg=state.nimg, seed=cl.seed)
     ctx.out.delete(RAY_RUN)

@@ -13,7 +13,6 @@ STAGE = StageSpec(
     version="1",
     reads=("evalnet",),
     inputs=("shard",),
-    description="Clean evaluation classifier: the offline feature space for metrics.",
 )
 
 RAY_RUN = "ray_train"  # Ray Train's run directory inside the partial output

@@ -1,6 +1,8 @@
 """Config loading: strict validation with messages naming key, value and origin; overrides; hashes."""
 from __future__ import annotations
 
+import dataclasses
+import re
 import subprocess
 import sys
 import time
@@ -178,3 +180,42 @@ def test_cli_print_config_prints_the_resolved_config(tmp_path):
     assert printed["train"]["lr"] == 0.001
     assert set(printed) == {"data", "model", "diffusion", "train", "classifier", "evalnet", "sample", "eval",
                             "sweep", "tracking", "store", "cluster"}
+
+
+@pytest.mark.parametrize("overrides,message", [
+    # the UNet puts attention in its middle block too: a head size that does not divide it fails
+    # at load, not when training builds the network
+    (["model.attention_resolutions=[]", "model.num_head_channels=48"], "model.num_head_channels = 48: must divide"),
+    (["classifier.num_head_channels=48"], "classifier.num_head_channels = 48: must divide"),
+    (["classifier.attention_resolutions=[3]"], "classifier.attention_resolutions[0] = 3: attention resolution 3 px"),
+    (["classifier.channel_mult=[1,2,2,2,2]"], "data.resolution = 8: the network cannot take it: not divisible by 2**(len(classifier.channel_mult) - 1) = 16"),
+    (["classifier.batch_size=63"], "split evenly over classifier.num_workers = 2"),
+])
+def test_the_networks_own_checks_run_at_load_naming_the_config_key(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(DEFAULT_CONFIG, overrides)
+
+
+def test_train_classifier_and_evalnet_share_the_training_keys():
+    from pipeline.config import ClassifierConfig, EvalnetConfig, TrainConfig, TrainingFields
+
+    shared = {f.name for f in dataclasses.fields(TrainingFields)}
+    assert {"warmup_kimg", "grad_clip", "checkpoint_kimg", "keep_checkpoints"} <= shared
+    for section in (TrainConfig, ClassifierConfig, EvalnetConfig):
+        assert shared <= {f.name for f in dataclasses.fields(section)}
+    with pytest.raises(ConfigError, match=r"classifier.grad_clip = 0.0: must be greater than 0"):
+        load_config(DEFAULT_CONFIG, ["classifier.grad_clip=0"])
+
+
+def test_the_classifier_trains_as_before_and_reads_its_training_keys():
+    from stages.train_classifier import train_spec
+
+    for path, extra in ((DEFAULT_CONFIG, []), (REPO / "configs/imagenet64.yaml", ["data.path=/"])):
+        cl = load_config(path, extra).classifier
+        spec = train_spec(cl)  # what train_spec hard-coded before the classifier had these keys
+        assert (spec.warmup_kimg, spec.grad_clip, spec.keep_checkpoints) == (min(cl.kimg / 10, 1.0), 1.0, 2)
+        assert spec.checkpoint_kimg == max(cl.kimg / 4, cl.batch_size / 1000)
+    cl = load_config(DEFAULT_CONFIG, ["classifier.grad_clip=3", "classifier.warmup_kimg=0.5",
+                                      "classifier.checkpoint_kimg=6", "classifier.keep_checkpoints=4"]).classifier
+    spec = train_spec(cl)
+    assert (spec.grad_clip, spec.warmup_kimg, spec.checkpoint_kimg, spec.keep_checkpoints) == (3.0, 0.5, 6.0, 4)

@@ -53,11 +53,10 @@ def _stage(tree: str, out_dir: str, params: dict, jpeg_draft: bool = True) -> in
     import ray
     import pyarrow.fs as pafs
 
-    from pipeline.data.build import finalize
+    from pipeline.data.build import finalize, shard_in_parallel
     from pipeline.data.plan import plan_shards
     from pipeline.data.shardwrite import EncodeOptions
     from pipeline.data.sources import list_source
-    from stages.shard import shard_in_parallel
 
     listing = list_source("imagenet_kaggle", tree)
     plans = plan_shards(listing.records, params["samples_per_shard"], seed=0)

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.data import manifest
 from pipeline.data.labels import ClassSet
 from pipeline.data.preprocess import decode_png
-from pipeline.data.records import filesystem_and_path
+from pipeline.store import resolve
 
 
 class ShardIntegrityError(RuntimeError):
@@ -42,7 +42,7 @@ class ShardedDataset:
 
     def __init__(self, location: str, filesystem: pafs.FileSystem | None = None):
         if filesystem is None:
-            filesystem, location = filesystem_and_path(location)
+            filesystem, location = resolve(location)
         self.fs, self.root = filesystem, location
         self.entries = manifest.read_shards_table(filesystem, location)
         self.classes: ClassSet = manifest.read_classes(filesystem, location)

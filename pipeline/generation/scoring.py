@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import tempfile
 from typing import Any, Iterable, Mapping, Optional
 
@@ -36,21 +35,6 @@ def stats_file(extractor: str) -> str:
     return f"stats_{extractor}.npz"
 
 
-def _local_copy(location: str, name: str) -> str:
-    """A local path for ``location/name`` (a store URI is copied to a temporary file)."""
-    from pipeline.store import resolve
-
-    if "://" not in location:
-        return os.path.join(location, name)
-    fs, root = resolve(location)
-    with fs.open_input_stream(posixpath.join(root, name)) as f:
-        data = f.read()
-    handle, path = tempfile.mkstemp(suffix="-" + name)
-    with os.fdopen(handle, "wb") as f:
-        f.write(data)
-    return path
-
-
 def write_references(directory, references: Mapping[str, FeatureStats], **info: Any) -> dict[str, dict]:
     """Save each extractor's statistics as ``stats_<name>.npz`` into a store Directory, and the
     index ``reference.json`` (file, stats id, N per extractor, plus ``info``). Returns the index."""
@@ -68,15 +52,18 @@ def write_references(directory, references: Mapping[str, FeatureStats], **info: 
 
 
 def load_references(reference_stats_location: str) -> dict[str, FeatureStats]:
-    """Every extractor's FeatureStats of a reference_stats output (each checked against its id)."""
-    index_path = _local_copy(reference_stats_location, REFERENCE_INDEX)
-    if not os.path.isfile(index_path):
+    """Every extractor's FeatureStats of a reference_stats output (a local path or store URI),
+    each checked against its id."""
+    from pipeline.store import Directory
+
+    directory = Directory.at(reference_stats_location)
+    if not directory.exists(REFERENCE_INDEX):
         raise FileNotFoundError(f"{reference_stats_location}: no {REFERENCE_INDEX}; is this a reference_stats output?")
-    with open(index_path) as f:
-        index = json.load(f)
+    index = directory.read_json(REFERENCE_INDEX)
     references = {}
     for name, entry in index["extractors"].items():
-        stats = FeatureStats.load(_local_copy(reference_stats_location, entry["file"]))
+        with directory.local_file(entry["file"]) as path:
+            stats = FeatureStats.load(path)
         if stats.stats_id != entry["stats_id"]:
             raise ValueError(f"{reference_stats_location}: {entry['file']} is not the statistics {REFERENCE_INDEX} names")
         references[name] = stats

@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from pipeline.arguments import ArgumentError
 from pipeline.nets.layers import (AttentionBlock, Downsample, ResBlock, TimestepSequential, Upsample, group_norm,
                                   timestep_embedding, zero_module)
 
@@ -43,31 +44,39 @@ def heads_for(channels: int, num_heads: int, num_head_channels: Optional[int]) -
 def validate_unet_config(image_size: int, base_channels: int, channel_mult: Sequence[float],
                          attention_resolutions: Sequence[int] = (), num_heads: int = 4,
                          num_head_channels: Optional[int] = None, num_res_blocks: int = 2) -> None:
-    """Raise ValueError naming the problem when the architecture cannot be built for ``image_size``."""
-    if image_size < 1 or base_channels < 1 or num_res_blocks < 1:
-        raise ValueError("image_size, base_channels and num_res_blocks must be positive")
+    """Raise ArgumentError naming the argument at fault when the architecture cannot be built for
+    ``image_size`` (config loading runs the same check on the `model` and `classifier` sections)."""
+    for name, value in (("image_size", image_size), ("base_channels", base_channels),
+                        ("num_res_blocks", num_res_blocks)):
+        if value < 1:
+            raise ArgumentError(name, value, "must be positive")
     if not channel_mult:
-        raise ValueError("channel_mult is empty")
+        raise ArgumentError("channel_mult", channel_mult, "`channel_mult` is empty: the network needs at least one level")
     factor = 2 ** (len(channel_mult) - 1)
     if image_size % factor:
-        raise ValueError(f"image_size {image_size} is not divisible by 2**(len(channel_mult) - 1) = {factor} "
-                         f"(channel_mult {tuple(channel_mult)} has {len(channel_mult)} levels)")
+        raise ArgumentError("image_size", image_size,
+                            f"the network cannot take it: not divisible by 2**(len(`channel_mult`) - 1) = {factor} "
+                            f"(`channel_mult` {list(channel_mult)} halves it {factor.bit_length() - 1} time(s))")
     level_resolutions = {image_size // 2 ** level: level for level in range(len(channel_mult))}
-    for resolution in attention_resolutions:
+    for i, resolution in enumerate(attention_resolutions):
         if resolution not in level_resolutions:
-            raise ValueError(f"attention resolution {resolution} px is not one of the feature-map resolutions "
-                             f"{sorted(level_resolutions, reverse=True)} of a {image_size} px model "
-                             f"(attention_resolutions are given in pixels)")
+            raise ArgumentError(f"attention_resolutions[{i}]", resolution,
+                                f"attention resolution {resolution} px is not a resolution the network reaches "
+                                f"from {image_size} px (reached: {sorted(level_resolutions, reverse=True)}; "
+                                "`attention_resolutions` are given in pixels)")
     widths = [int(m * base_channels) for m in channel_mult]
     if min(widths) < 1:
-        raise ValueError(f"channel_mult {tuple(channel_mult)} gives a level with no channels")
-    attention_widths = [widths[level_resolutions[r]] for r in attention_resolutions] + [widths[-1]]
+        raise ArgumentError("channel_mult", channel_mult, "gives a level with no channels")
+    attention_widths = sorted({widths[level_resolutions[r]] for r in attention_resolutions} | {widths[-1]})
     for width in attention_widths:
         if num_head_channels:
             if width % num_head_channels:
-                raise ValueError(f"{width} channels are not a multiple of num_head_channels={num_head_channels}")
+                raise ArgumentError("num_head_channels", num_head_channels,
+                                    f"must divide the channels of every attention layer ({attention_widths}; "
+                                    "the middle block always has one)")
         elif width % num_heads:
-            raise ValueError(f"{width} channels cannot be split into num_heads={num_heads} heads")
+            raise ArgumentError("num_heads", num_heads, f"must divide the channels of every attention layer "
+                                                        f"({attention_widths}; the middle block always has one)")
 
 
 def attention_layer_names(image_size: int, channel_mult: Sequence[float], num_res_blocks: int,

@@ -15,7 +15,6 @@ Weights are read with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import io
-import json
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -25,6 +24,7 @@ import torch
 from pipeline.diffusion.schedules import Schedule, make_schedule
 from pipeline.nets.classifier import NoisyClassifier
 from pipeline.nets.unet import UNet
+from pipeline.store import Directory
 
 MODEL_WEIGHTS, MODEL_CONFIG = "model.pt", "model.json"
 CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG = "classifier.pt", "classifier.json"
@@ -85,22 +85,14 @@ def _write(directory, name: str, state_dict: dict) -> None:
 
 
 def _read_json(location: str, name: str) -> dict:
-    from pipeline.store import resolve
-
-    fs, root = resolve(location)
-    path = posixpath.join(root, name)
-    if not fs.get_file_info(path).is_file:
+    directory = Directory.at(location)
+    if not directory.exists(name):
         raise FileNotFoundError(f"{location}: no {name}; is this the output of a training stage?")
-    with fs.open_input_stream(path) as f:
-        return json.loads(f.read())
+    return directory.read_json(name)
 
 
 def _read_weights(location: str, name: str, device) -> dict:
-    from pipeline.store import resolve
-
-    fs, root = resolve(location)
-    with fs.open_input_stream(posixpath.join(root, name)) as f:
-        return torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
+    return torch.load(io.BytesIO(Directory.at(location).read_bytes(name)), map_location=device, weights_only=True)
 
 
 def save_diffusion(directory, state_dict: dict, unet_kwargs: dict[str, Any], diffusion: dict[str, Any],

@@ -5,18 +5,27 @@ constructor arguments), so `load_evalnet` rebuilds it with torch alone, without 
 """
 from __future__ import annotations
 
-import json
-import posixpath
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
+from pipeline.arguments import ArgumentError
 from pipeline.nets.evalnet import EvalNet
 from pipeline.training.task import Task
 
 WEIGHTS_FILE = "evalnet.pt"
 CONFIG_FILE = "evalnet.json"
+
+
+def num_stages(width: int, feature_dim: int) -> int:
+    """How many stages give `feature_dim` features from a first stage of `width` channels:
+    feature_dim = width * 2**(stages - 1), as each stage doubles the channels."""
+    ratio, rest = divmod(feature_dim, width)
+    if rest or ratio & (ratio - 1):
+        raise ArgumentError("feature_dim", feature_dim,
+                            f"must be `width` = {width} times a power of 2 (each stage doubles the channels)")
+    return ratio.bit_length()
 
 
 @dataclass(frozen=True)
@@ -28,11 +37,8 @@ class EvalnetArch:
 
     @classmethod
     def from_config(cls, cfg, in_channels: int, num_classes: int) -> "EvalnetArch":
-        """evalnet.{width, depth, feature_dim}: feature_dim = width * 2**(stages - 1), depth blocks per stage."""
-        ratio = cfg.feature_dim // cfg.width
-        if cfg.feature_dim % cfg.width or ratio & (ratio - 1):
-            raise ValueError(f"evalnet.feature_dim {cfg.feature_dim} must be evalnet.width {cfg.width} times a power of 2")
-        return cls(in_channels, num_classes, cfg.width, (cfg.depth,) * ratio.bit_length())
+        """evalnet.{width, depth, feature_dim}: `depth` blocks in each of `num_stages` stages."""
+        return cls(in_channels, num_classes, cfg.width, (cfg.depth,) * num_stages(cfg.width, cfg.feature_dim))
 
     def build(self) -> EvalNet:
         return EvalNet(self.in_channels, self.num_classes, self.width, self.blocks_per_stage)
@@ -75,14 +81,12 @@ def load_evalnet(location: str, device: str | torch.device = "cpu") -> EvalNet:
     """The trained EvalNet (in eval mode) from a train_evalnet output: a local path or URI."""
     import io
 
-    from pipeline.store import resolve
+    from pipeline.store import Directory
 
-    fs, root = resolve(location)
-    with fs.open_input_stream(posixpath.join(root, CONFIG_FILE)) as f:
-        raw = json.loads(f.read())
+    directory = Directory.at(location)
+    raw = directory.read_json(CONFIG_FILE)
     arch = EvalnetArch(**{**raw, "blocks_per_stage": tuple(raw["blocks_per_stage"])})
-    with fs.open_input_stream(posixpath.join(root, WEIGHTS_FILE)) as f:
-        weights = torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
+    weights = torch.load(io.BytesIO(directory.read_bytes(WEIGHTS_FILE)), map_location=device, weights_only=True)
     model = arch.build()
     model.load_state_dict(weights)
     return model.to(device).eval()

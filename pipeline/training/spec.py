@@ -4,6 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from pipeline.arguments import ArgumentError
+
+
+def check_batch_split(batch_size: int, num_workers: int) -> None:
+    """Every worker takes an equal share of the global batch."""
+    if batch_size % num_workers:
+        raise ArgumentError("batch_size", batch_size, f"not divisible by `num_workers`: the global batch must split "
+                                                      f"evenly over `num_workers` = {num_workers}")
+
 
 @dataclass(frozen=True)
 class WorkerCrash:
@@ -47,9 +56,7 @@ class TrainSpec:
     def validate(self) -> None:
         if self.num_workers < 1:
             raise ValueError("num_workers must be >= 1")
-        if self.batch_size % self.num_workers:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by num_workers {self.num_workers}: "
-                             "every worker takes an equal share of the global batch")
+        check_batch_split(self.batch_size, self.num_workers)
         for name in ("kimg", "checkpoint_kimg", "log_kimg"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")

@@ -88,3 +88,20 @@ def test_with_inception_weights_both_feature_spaces_are_scored(tiny_models, monk
     assert {"fid", "kid_mean", "precision_inception", "recall_inception", "fd_evalnet", "class_accuracy"} <= set(metrics)
     assert protocol["inception"]["reference_stats_id"] == index["inception"]["stats_id"]
     assert protocol["inception"]["extractor"] == "inception" and protocol["evalnet"]["extractor"] == "evalnet"
+
+
+def test_references_and_models_read_from_a_store_uri_leave_no_temporary_files(tiny_references, tiny_models,
+                                                                              tmp_path, monkeypatch):
+    import tempfile
+
+    from pipeline.training.artifacts import load_classifier
+    from pipeline.training.evalnet import load_evalnet
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where a temporary copy would go
+    by_uri = load_references(f"file://{tiny_references}")
+    assert by_uri["evalnet"].stats_id == load_references(tiny_references)["evalnet"].stats_id
+    load_evalnet(f"file://{tiny_models['evalnet']}")
+    load_classifier(f"file://{tiny_models['classifier']}")
+    assert list(scratch.iterdir()) == []

@@ -15,7 +15,8 @@ TINY_TRAIN = ["--set", "train.p_uncond=[0.1]", "--set", "train.kimg=0.768", "--s
               "--set", "train.sample_grid_kimg=0.384", "--set", "train.ema_decays=[0.9]",
               "--set", "train.guide.kind=smaller", "--set", "train.guide.base_channels=8", "--set", "train.guide.kimg=0.256"]
 TINY_CLASSIFIER = ["--set", "classifier.base_channels=16", "--set", "classifier.num_head_channels=16",
-                   "--set", "classifier.kimg=1.28", "--set", "classifier.batch_size=64", "--set", "classifier.lr=3e-3"]
+                   "--set", "classifier.kimg=1.28", "--set", "classifier.batch_size=64", "--set", "classifier.lr=3e-3",
+                   "--set", "classifier.warmup_kimg=0.128", "--set", "classifier.checkpoint_kimg=0.32"]
 
 
 def _outputs(workdir, stage):
