@@ -8,7 +8,7 @@ import torch
 
 from pipeline.generation.trial import SamplerTrial
 from pipeline.nets.classifier import NoisyClassifier
-from pipeline.training.artifacts import DiffusionModel, load_classifier, load_diffusion, load_guide
+from pipeline.weights import DiffusionModel, load_classifier, load_diffusion, load_guide
 
 
 @dataclass

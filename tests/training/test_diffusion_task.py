@@ -103,15 +103,13 @@ def test_samples_depend_on_seed_and_index_only_and_grid_layout():
 
     from PIL import Image
 
-    from pipeline.training.artifacts import schedule_from
-    from pipeline.training.samples import conditional_samples, grid_labels, grid_png
+    from pipeline.training.samples import conditional_samples, grid_png
+    from pipeline.weights import DiffusionModel, schedule_from
 
     torch.manual_seed(0)
-    net = DiffusionTask(UNET, DIFFUSION).build_model().eval()
-    schedule = schedule_from(DIFFUSION)
-    labels = grid_labels(10, 2)
-    whole = conditional_samples(net, schedule, labels, steps=5, seed=1)
-    split = conditional_samples(net, schedule, labels, steps=5, seed=1, batch_size=7)
+    model = DiffusionModel(DiffusionTask(UNET, DIFFUSION).build_model().eval(), schedule_from(DIFFUSION))
+    whole, _ = conditional_samples(model, 20, steps=5, seed=1)
+    split, _ = conditional_samples(model, 20, steps=5, seed=1, batch_size=7)
     assert whole.shape == (20, 8, 8, 3) and whole.dtype.name == "uint8"
     assert (whole == split).all()
     png = Image.open(io.BytesIO(grid_png(whole, rows=10, scale=2, pad=1)))
