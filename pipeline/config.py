@@ -78,7 +78,7 @@ class DataConfig:
     resolution: int = _field(8, ge=8, le=256, doc="square output resolution in pixels")
     val_fraction: float = _field(0.1, ge=0.0, lt=1.0, doc="held-out fraction for sources without a val split")
     samples_per_shard: int = _field(256, ge=1)
-    num_tasks: Optional[int] = _field(None, ge=1, doc="parallel shard tasks; None: the cluster's CPUs")
+    num_tasks: Optional[int] = _field(None, ge=1, doc="shard tasks in flight; None: one per shard to write")
     min_success_rate: float = _field(0.99, ge=0.0, le=1.0)
     max_images_per_class: Optional[int] = _field(None, ge=1)
     seed: int = _field(0, ge=0)
@@ -137,7 +137,10 @@ class TrainConfig:
     checkpoint_kimg: float = _field(20.0, gt=0)
     keep_checkpoints: int = _field(2, ge=1)
     num_workers: int = _field(2, ge=1)
-    use_gpu: bool = False
+    use_gpu: bool = False                          # each worker asks Ray for one GPU and trains on CUDA
+    cpus_per_worker: float = _field(1.0, gt=0)     # CPUs each training worker asks Ray for
+    loader_workers: int = _field(0, ge=0)          # data-loading processes per worker (0: in the worker)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of forward + loss; weights stay fp32
     seed: int = _field(0, ge=0)
     sample_grid_kimg: float = _field(50.0, gt=0)
     guide: GuideConfig = _field(GuideConfig())
@@ -157,6 +160,10 @@ class ClassifierConfig:
     lr: float = _field(3e-4, gt=0, le=1.0)
     weight_decay: float = _field(0.05, ge=0)
     num_workers: int = _field(2, ge=1)
+    use_gpu: bool = False                          # each worker asks Ray for one GPU and trains on CUDA
+    cpus_per_worker: float = _field(1.0, gt=0)     # CPUs each training worker asks Ray for
+    loader_workers: int = _field(0, ge=0)          # data-loading processes per worker (0: in the worker)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of forward + loss; weights stay fp32
     seed: int = _field(1, ge=0)
 
 
@@ -176,6 +183,10 @@ class EvalnetConfig:
     checkpoint_kimg: float = _field(10.0, gt=0)
     keep_checkpoints: int = _field(2, ge=1)
     num_workers: int = _field(2, ge=1)
+    use_gpu: bool = False                          # each worker asks Ray for one GPU and trains on CUDA
+    cpus_per_worker: float = _field(1.0, gt=0)     # CPUs each training worker asks Ray for
+    loader_workers: int = _field(0, ge=0)          # data-loading processes per worker (0: in the worker)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of forward + loss; weights stay fp32
     seed: int = _field(2, ge=0)
 
 
@@ -257,6 +268,8 @@ class ClusterConfig:
     include_dashboard: bool = False
     dashboard_host: str = "127.0.0.1"
     namespace: str = "pipeline"
+    require_cuda: bool = True    # a unit given a GPU fails where torch sees no CUDA; false: warn, use CPU
+    wait_timeout_s: float = _field(3600.0, gt=0)  # joined to a cluster: how long a stage waits for its units
 
 
 @dataclass(frozen=True)

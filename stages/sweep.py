@@ -18,12 +18,16 @@ Output: trials.parquet (one row per configuration and fidelity: settings, w and 
 images/s, N, every metric, protocol id) and grids/<config_id>.png (one row per class).
 """
 from pipeline.graph import StageSpec
+from pipeline.resources import Units
 
 STAGE = StageSpec(
     name="sweep",
     version="1",
     reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
+    units=lambda cfg: Units("sweep trial", cfg.sweep.max_concurrent, cpus=cfg.sweep.cpus_per_trial,
+                            gpus=cfg.sweep.gpus_per_trial, knob="sweep.max_concurrent",
+                            per="configuration, as many at once as fit"),
     description="Ray Tune over guidance kind x strength x sampler x steps x p_uncond; each trial samples and evaluates.",
 )
 
