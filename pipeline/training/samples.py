@@ -27,8 +27,12 @@ def unguided_trial(num_images: int, steps: int = 50, seed: int = 0) -> SamplerTr
 
 def conditional_samples(model: DiffusionModel, num_images: int, steps: int = 50, seed: int = 0,
                         batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 NHWC images, int64 labels) of images 0..num_images-1 of the unguided trial."""
-    return generate(unguided_trial(num_images, steps, seed), Models(main=model), range(num_images), batch_size)
+    """(uint8 NHWC images, int64 labels) of images 0..num_images-1 of the unguided trial. The
+    network sees one batch per call (no padding to generation's fixed call shape: these few
+    images are a preview, and the training driver makes them on CPU)."""
+    batch_size = min(batch_size, num_images)
+    return generate(unguided_trial(num_images, steps, seed), Models(main=model), range(num_images), batch_size,
+                    net_batch=batch_size)
 
 
 def grid_png(images: np.ndarray, rows: int, scale: int = 4, pad: int = 1) -> bytes:

@@ -44,9 +44,10 @@ def place_workers(spec: TrainSpec, placement: Placement) -> dict:
     return {"scaling_config": scaling, "torch_config": backend}
 
 
-def check_shards(data: str, split: str) -> int:
-    """Before any worker starts: the shard directory has a manifest and every shard of `split`
-    is present with the size the manifest gives (workers check sha256 as they read). Returns
+def check_shards(data: str, split: str, readers: int = 1) -> int:
+    """Before any worker starts: the shard directory has a manifest, every shard of `split`
+    is present with the size the manifest gives (workers check sha256 as they read), and there
+    are at least `readers` shards (each worker's loader processes read disjoint shards). Returns
     the number of images of the split."""
     from pipeline.data.loader import ShardedDataset, ShardIntegrityError
 
@@ -57,6 +58,10 @@ def check_shards(data: str, split: str) -> int:
     entries = dataset.shards(split)
     if not entries:
         raise ShardIntegrityError(f"{data} has no '{split}' shards to train on")
+    if len(entries) < readers:
+        raise ShardIntegrityError(f"{data} has {len(entries)} '{split}' shards but {readers} readers (workers x "
+                                  "loader processes) each need their own: re-shard with a smaller "
+                                  "data.samples_per_shard, or use fewer workers or loader_workers")
     problems = dataset.size_problems(split)
     if problems:
         raise ShardIntegrityError(f"{len(problems)} of {len(entries)} '{split}' shards in {data} fail verification: "
@@ -79,7 +84,7 @@ def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train
     spec.validate()
     placement = placement or Placement(stage=name)
     refuse_if_never_placeable(spec.units, placement)  # before anything else, as it cannot change
-    check_shards(data, spec.split)
+    check_shards(data, spec.split, readers=spec.num_workers * max(1, spec.loader_workers))
     scaling = place_workers(spec, placement)
     run_dir = posixpath.join(storage.rstrip("/"), name)
     stop_file = posixpath.join(run_dir, STOP_FILE)

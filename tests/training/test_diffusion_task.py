@@ -114,3 +114,21 @@ def test_samples_depend_on_seed_and_index_only_and_grid_layout():
     assert (whole == split).all()
     png = Image.open(io.BytesIO(grid_png(whole, rows=10, scale=2, pad=1)))
     assert png.size == (2 * 17 + 1, 10 * 17 + 1)
+
+
+def test_training_samples_are_generations_unguided_ddim_images():
+    """One sampler, one respacing: training's samples are the `sample` stage's images of the
+    unguided DDIM trial (not a second DDIM implementation on other timesteps)."""
+    from pipeline.generation.generate import generate
+    from pipeline.generation.models import Models
+    from pipeline.generation.trial import SamplerTrial
+    from pipeline.training.samples import conditional_samples
+    from pipeline.weights import DiffusionModel, schedule_from
+
+    torch.manual_seed(0)
+    model = DiffusionModel(DiffusionTask(UNET, DIFFUSION).build_model().eval(), schedule_from(DIFFUSION))
+    images, labels = conditional_samples(model, 12, steps=7, seed=3)
+    trial = SamplerTrial(guidance="none", w=0.0, sampler="ddim", steps=7, eta=0.0, num_images=12, seed=3)
+    expected, expected_labels = generate(trial, Models(main=model), range(12), batch_size=12, net_batch=12)
+    assert (images == expected).all() and (labels == expected_labels).all()
+    assert sorted(labels[:10].tolist()) == list(range(10))  # balanced classes: each once per block of 10
