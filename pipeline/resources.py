@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 logger = logging.getLogger(__name__)
@@ -78,13 +78,14 @@ class Placement:
     wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
     require_cuda: bool = True
     log_interval_s: float = WAIT_LOG_INTERVAL_S
+    log: Callable[[str], None] = field(default=print, compare=False)  # the driver's messages (waiting, warnings)
 
     @classmethod
-    def from_config(cls, cluster_cfg, stage: str) -> "Placement":
+    def from_config(cls, cluster_cfg, stage: str, log: Callable[[str], None] = print) -> "Placement":
         from pipeline.cluster import target_address
 
         return cls(stage=stage, joined=target_address(cluster_cfg) is not None,
-                   wait_timeout_s=cluster_cfg.wait_timeout_s, require_cuda=cluster_cfg.require_cuda)
+                   wait_timeout_s=cluster_cfg.wait_timeout_s, require_cuda=cluster_cfg.require_cuda, log=log)
 
 
 def _cluster_has(have: dict[str, float]) -> str:
@@ -116,7 +117,7 @@ def refuse_if_never_placeable(units: Units, placement: Placement) -> None:
             raise NotEnoughResourcesError(problem)
 
 
-def wait_until_placeable(units: Units, placement: Placement, log: Callable[[str], None] = print) -> float:
+def wait_until_placeable(units: Units, placement: Placement) -> float:
     """Return once every unit can be placed at the same time; the seconds waited.
 
     On a private local instance this checks the totals and raises NotEnoughResourcesError at
@@ -146,11 +147,12 @@ def wait_until_placeable(units: Units, placement: Placement, log: Callable[[str]
                     f"{placement.stage}: waited {waited:.0f} s (cluster.wait_timeout_s) for {units.describe()}; the "
                     f"cluster has {_cluster_has(ray.cluster_resources())}. Check that the autoscaler has a node type "
                     f"that offers {units.each()} and room to add it (max_workers), or raise cluster.wait_timeout_s")
-            log(f"waiting for the cluster to place {units.describe()}: it has {_cluster_has(ray.cluster_resources())} "
-                f"now ({waited:.0f} s of {placement.wait_timeout_s:g} s)")
+            have = _cluster_has(ray.cluster_resources())
+            placement.log(f"waiting for the cluster to place {units.describe()}: it has {have} now "
+                          f"({waited:.0f} s of {placement.wait_timeout_s:g} s)")
             if ray.wait([ready], timeout=min(placement.log_interval_s, left))[0]:
                 waited = time.monotonic() - started
-                log(f"placed after {waited:.0f} s")
+                placement.log(f"placed after {waited:.0f} s")
                 return waited
     finally:
         remove_placement_group(group)
@@ -190,7 +192,7 @@ def no_cuda_message(stage: str, report: dict[str, Any]) -> str:
             "driver on the GPU nodes, or set cluster.require_cuda: false to compute on CPU (simulated clusters)")
 
 
-def check_cuda(units: Units, placement: Placement, log: Callable[[str], None] = print) -> bool:
+def check_cuda(units: Units, placement: Placement) -> bool:
     """Before a stage starts GPU units: run one probe with a unit's resources and ask torch
     whether CUDA is there. True: the units compute on CUDA. False (only with require_cuda
     false, after a warning): they compute on CPU. Raises NoCudaError otherwise."""
@@ -205,7 +207,7 @@ def check_cuda(units: Units, placement: Placement, log: Callable[[str], None] = 
     message = no_cuda_message(placement.stage, report)
     if placement.require_cuda:
         raise NoCudaError(message)
-    log(f"warning: {message.split('. Install')[0]}; cluster.require_cuda is false: computing on CPU")
+    placement.log(f"warning: {message.split('. Install')[0]}; cluster.require_cuda is false: computing on CPU")
     return False
 
 

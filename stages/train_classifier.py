@@ -7,20 +7,14 @@ the training loss per quartile of t, and top-1 / top-5 on the val split per nois
 of t. Writes classifier.pt + classifier.json (pipeline.weights.load_classifier).
 """
 from pipeline.graph import StageSpec
-
-
-def units(cfg):
-    from pipeline.training.spec import train_spec
-
-    return train_spec(cfg.classifier).units
-
+from pipeline.training.spec import train_spec  # cheap: no torch, no Ray
 
 STAGE = StageSpec(
     name="train_classifier",
     version="1",
     reads=("classifier", "diffusion"),
     inputs=("shard",),
-    units=units,
+    units=lambda cfg: train_spec(cfg.classifier).units,
     description="Noisy classifier p(y | x_t) for classifier guidance (ADM).",
 )
 
@@ -37,7 +31,6 @@ def run(ctx, cfg, inputs):
     from pipeline.nets.classifier import NoisyClassifier
     from pipeline.training.diffusion import NoisyClassifierTask, noisy_accuracy
     from pipeline.training.networks import classifier_kwargs, diffusion_dict
-    from pipeline.training.spec import train_spec
     from pipeline.training.stage_run import fit_in_stage, log_files, log_history, register, summary
     from pipeline.weights import CLASSIFIER_CONFIG, CLASSIFIER_WEIGHTS, save_classifier
 

@@ -14,13 +14,7 @@ window, DDIM sample grids (one row per class, w = 0) of the EMA at every sample_
 final weights as artifacts and a registered model version.
 """
 from pipeline.graph import StageSpec
-
-
-def units(cfg):
-    from pipeline.training.spec import train_spec
-
-    return train_spec(cfg.train).units
-
+from pipeline.training.spec import train_spec  # cheap: no torch, no Ray
 
 STAGE = StageSpec(
     name="train_diffusion",
@@ -28,7 +22,7 @@ STAGE = StageSpec(
     reads=("model", "diffusion", "train"),
     inputs=("shard",),
     fan_out=("train.p_uncond",),
-    units=units,
+    units=lambda cfg: train_spec(cfg.train).units,
     description="Class-conditional ADM UNet on Ray Train, one model per p_uncond (classifier-free dropout).",
 )
 
@@ -48,7 +42,6 @@ def run(ctx, cfg, inputs):
     from pipeline.data.loader import ShardedDataset
     from pipeline.training.diffusion import DiffusionTask
     from pipeline.training.networks import diffusion_dict, unet_kwargs
-    from pipeline.training.spec import train_spec
     from pipeline.training.stage_run import fit_in_stage, log_history, summary
     from pipeline.weights import GUIDE_DIR, save_diffusion
 
@@ -146,6 +139,7 @@ def log_and_register(ctx, cfg, p_uncond: float) -> str | None:
     from pipeline.training.stage_run import log_files, register
     from pipeline.weights import GUIDE_DIR, MODEL_CONFIG, MODEL_WEIGHTS
 
-    log_files(ctx, [MODEL_WEIGHTS, MODEL_CONFIG, f"{GUIDE_DIR}/{MODEL_WEIGHTS}", f"{GUIDE_DIR}/{MODEL_CONFIG}"], "model")
+    files = [MODEL_WEIGHTS, MODEL_CONFIG, f"{GUIDE_DIR}/{MODEL_WEIGHTS}", f"{GUIDE_DIR}/{MODEL_CONFIG}"]
+    log_files(ctx, files, "model")
     return register(ctx, f"{cfg.tracking.experiment}.diffusion.p_uncond_{p_uncond:g}", "model", {"p_uncond": p_uncond},
                     "Class-conditional ADM UNet (EMA) of train_diffusion")

@@ -7,20 +7,14 @@ evalnet.pt + evalnet.json (load with pipeline.weights.load_evalnet, no Ray neede
 reports held-out accuracy on the val split.
 """
 from pipeline.graph import StageSpec
-
-
-def units(cfg):
-    from pipeline.training.spec import train_spec
-
-    return train_spec(cfg.evalnet).units
-
+from pipeline.training.spec import train_spec  # cheap: no torch, no Ray
 
 STAGE = StageSpec(
     name="train_evalnet",
     version="1",
     reads=("evalnet",),
     inputs=("shard",),
-    units=units,
+    units=lambda cfg: train_spec(cfg.evalnet).units,
     description="Clean evaluation classifier: the offline feature space for metrics.",
 )
 
@@ -31,7 +25,6 @@ def run(ctx, cfg, inputs):
     from pipeline.data.loader import ShardedDataset
     from pipeline.training.evalnet import EvalnetTask, accuracy
     from pipeline.training.networks import evalnet_arch
-    from pipeline.training.spec import train_spec
     from pipeline.training.stage_run import fit_in_stage, log_files, log_history, summary
     from pipeline.weights import EVALNET_CONFIG, EVALNET_WEIGHTS, save_evalnet
 

@@ -126,7 +126,7 @@ def train_loop(config: dict) -> None:
         model.load_state_dict(state.model)
         task.load_state_dict(state.task)
         state.resumes.append(state.nimg)
-    ddp_model = ray.train.torch.prepare_model(model, move_to_device=device)  # moves `model` in place; DDP when world > 1
+    ddp_model = ray.train.torch.prepare_model(model, move_to_device=device)  # moves `model`; DDP when world > 1
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
     emas = [copy.deepcopy(model).requires_grad_(False) for _ in spec.ema_decays]
     if resuming:

@@ -19,7 +19,7 @@ def fit_in_stage(ctx, cluster_cfg, task: Task, spec: TrainSpec, data: str, name:
     """`fit` with Ray Train's run directory `name` inside the stage's partial output, so a
     re-run of an interrupted stage resumes from its checkpoints; it waits for the cluster as
     `cluster_cfg` (the `cluster` config section) says."""
-    placement = Placement.from_config(cluster_cfg, stage=ctx.label)
+    placement = Placement.from_config(cluster_cfg, stage=ctx.label, log=ctx.log)
     ctx.log(f"{spec.units.describe()}, {spec.precision}, {spec.kimg:g} kimg at a global batch of {spec.batch_size}")
     result = fit(task, spec, data, ctx.out.local_path or ctx.out.uri, name=name, placement=placement)
     if result.state.resumes:

@@ -1,6 +1,7 @@
 """The training state a checkpoint holds: model, EMA copies, optimizer, the precision and the
-fp16 loss scaler, images seen, the history so far and the task's extra state. No RNG state: step randomness is derived from
-(seed, rank, images seen). Saved by rank 0, loaded with weights_only=True."""
+fp16 loss scaler, images seen, the history so far and the task's extra state. No RNG state:
+step randomness is derived from (seed, rank, images seen). Saved by rank 0, loaded with
+weights_only=True."""
 from __future__ import annotations
 
 import io

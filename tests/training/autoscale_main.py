@@ -6,13 +6,14 @@ import json
 import sys
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import ray
 from ray.cluster_utils import Cluster
 
 
 def main(data: str) -> None:
-    from pipeline.resources import NoCudaError, NotEnoughResourcesError, Placement, Units, wait_until_placeable
+    from pipeline.resources import NoCudaError, NotEnoughResourcesError, Placement, wait_until_placeable
     from pipeline.training.evalnet import EvalnetTask
     from pipeline.training.spec import TrainSpec
     from pipeline.training.trainer import fit
@@ -31,10 +32,21 @@ def main(data: str) -> None:
         except NotEnoughResourcesError as error:
             out["timeout"] = str(error)
 
-        # A second node joins after a few seconds: the stage waits for it, then trains.
-        threading.Timer(4.0, lambda: cluster.add_node(num_cpus=1)).start()
-        state = fit(task, spec, data, tempfile.mkdtemp(prefix="autoscale-"),
-                    placement=Placement("train_test", joined=True, wait_timeout_s=300, log_interval_s=1)).state
+        # A second node joins once the stage waits (Ray adds nodes from the main thread only, so
+        # the stage trains in another): it waits for the node, then trains.
+        waiting = threading.Event()
+
+        def log(message):
+            print(message, flush=True)
+            if message.startswith("waiting for"):
+                waiting.set()
+
+        placement = Placement("train_test", joined=True, wait_timeout_s=300, log_interval_s=1, log=log)
+        with ThreadPoolExecutor(1) as pool:
+            training = pool.submit(fit, task, spec, data, tempfile.mkdtemp(prefix="autoscale-"), placement=placement)
+            assert waiting.wait(timeout=120), "the stage never said it was waiting"
+            cluster.add_node(num_cpus=1)
+            state = training.result().state
         out["grown"] = {"nimg": state.nimg, "nodes": len([n for n in ray.nodes() if n["Alive"]])}
 
         # A "GPU" Ray can hand out but torch cannot use.
@@ -48,7 +60,7 @@ def main(data: str) -> None:
         state = fit(task, gpu, data, tempfile.mkdtemp(prefix="autoscale-"),
                     placement=Placement("train_gpu_test", joined=True, require_cuda=False)).state
         out["cpu_fallback"] = {"nimg": state.nimg}
-        out["gpu_node"] = cluster.list_all_nodes()[-1].node_id
+        [out["gpu_node"]] = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")]
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -23,3 +23,12 @@ def test_loading_models_for_generation_loads_no_training_module():
             "print(sorted(m for m in sys.modules if m.startswith('pipeline.training')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_planning_and_the_dry_run_units_load_no_torch_ray_or_mlflow():
+    code = ("import sys; from pipeline.config import load_config; from pipeline.graph import build_instances, "
+            "format_units, load_stages, Plan; cfg = load_config(None); "
+            "print(format_units(Plan(build_instances(load_stages(), cfg)), cfg).count('training worker')); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray', 'mlflow'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.split("\n")[:2] == ["3", "[]"]

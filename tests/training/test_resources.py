@@ -20,7 +20,8 @@ def test_units_describe_their_request():
     workers = Units("training worker", 8, cpus=4, gpus=1, knob="train.num_workers")
     assert workers.bundle() == {"CPU": 4.0, "GPU": 1.0}
     assert workers.describe() == "8 x training worker (4 CPUs, 1 GPU each)"
-    assert Units("shard task", None, per="shard to write").describe() == "one shard task per shard to write (1 CPU each)"
+    shards = Units("shard task", None, per="shard to write")
+    assert shards.describe() == "one shard task per shard to write (1 CPU each)"
 
 
 def test_a_local_instance_refuses_what_it_cannot_hold_with_todays_message():
