@@ -136,7 +136,6 @@ def wait_until_placeable(units: Units, placement: Placement) -> float:
     group = placement_group([units.bundle()] * (units.count or 1), strategy="PACK")
     ready = group.ready()
     try:
-        waited = 0.0
         if ray.wait([ready], timeout=1.0)[0]:
             return time.monotonic() - started
         while True:

@@ -2,25 +2,16 @@
 (logging what it waits for) instead of refusing, fails clearly after cluster.wait_timeout_s, and
 a worker given a GPU that torch cannot use fails naming the node and the stage unless
 cluster.require_cuda is false. The cluster is its own Ray in its own process."""
-import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.training.conftest import run_own_cluster
 
 
 @pytest.mark.slow
 def test_training_waits_for_the_cluster_to_grow_and_checks_cuda(digits_shards):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
-    done = subprocess.run([sys.executable, "-m", "tests.training.autoscale_main", digits_shards], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    printed = done.stdout
-    result = json.loads(printed.strip().splitlines()[-1])
+    result, printed = run_own_cluster("tests.training.autoscale_main", digits_shards, timeout=600)
 
     assert re.match(r"train_test: waited \d+ s \(cluster.wait_timeout_s\) for 2 x training worker \(1 CPU each\); "
                     r"the cluster has 1 CPU, 0 GPU", result["timeout"]), result["timeout"]
