@@ -52,7 +52,7 @@ class DataConfig:
     resolution: int = setting(8, ge=8, le=256)  # square output resolution in pixels
     val_fraction: float = setting(0.1, ge=0.0, lt=1.0)  # held out where the source has no val split
     samples_per_shard: int = setting(256, ge=1)
-    num_tasks: Optional[int] = setting(None, ge=1)  # parallel shard tasks; None: the cluster's CPUs
+    num_tasks: Optional[int] = setting(None, ge=1)  # shard tasks in flight; None: one per shard to write
     min_success_rate: float = setting(0.99, ge=0.0, le=1.0)
     max_images_per_class: Optional[int] = setting(None, ge=1)
     seed: int = setting(0, ge=0)
@@ -101,6 +101,10 @@ class TrainingFields:
     checkpoint_kimg: float = setting(10.0, gt=0)  # a checkpoint (to resume from) this often, and at the end
     keep_checkpoints: int = setting(2, ge=1)
     num_workers: int = setting(2, ge=1)
+    use_gpu: bool = False                   # each worker asks Ray for one GPU and trains on CUDA
+    cpus_per_worker: float = setting(1.0, gt=0)  # CPUs each training worker asks Ray for
+    loader_workers: int = setting(0, ge=0)  # data-loading processes per worker (0: in the worker)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of forward + loss; weights stay fp32
     seed: int = setting(0, ge=0)
 
 
@@ -119,7 +123,6 @@ class TrainConfig(with_defaults(TrainingFields, kimg=200.0, warmup_kimg=10.0, ch
 
     p_uncond: list[float] = setting([0.1, 0.2])  # classifier-free dropout probabilities, one model each
     ema_decays: list[float] = setting([0.999])
-    use_gpu: bool = False
     sample_grid_kimg: float = setting(50.0, gt=0)
     guide: GuideConfig = setting(GuideConfig())
 
@@ -238,6 +241,8 @@ class ClusterConfig:
     include_dashboard: bool = False
     dashboard_host: str = "127.0.0.1"
     namespace: str = "pipeline"
+    require_cuda: bool = True    # a unit given a GPU fails where torch sees no CUDA; false: warn, use CPU
+    wait_timeout_s: float = setting(3600.0, gt=0)  # joined to a cluster: how long a stage waits for its units
 
 
 @dataclass(frozen=True)

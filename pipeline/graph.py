@@ -11,10 +11,13 @@ from __future__ import annotations
 import importlib
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from pipeline.config import SECTIONS, Config, flatten, hash_value
 from pipeline.store import Store
+
+if TYPE_CHECKING:
+    from pipeline.resources import Units
 
 # The order of registration is the order of execution among independent stages.
 STAGE_MODULES = (
@@ -39,6 +42,7 @@ class StageSpec:
     reads: tuple[str, ...]
     inputs: tuple[str, ...] = ()
     fan_out: tuple[str, ...] = ()  # dotted list-valued keys, one instance per combination
+    units: Optional[Callable[[Config], "Units"]] = None  # what each unit of its work asks Ray for; None: the driver
 
     def __post_init__(self):
         for section in self.reads:
@@ -180,6 +184,21 @@ class Plan:
             mark = {"cached": "cached", "run": "RUN   ", "skip": "skip  "}[inst.status]
             lines.append(f"  {inst.label:<{width}}  {inst.key}  {mark}  {inst.reason}")
         return "\n".join(lines)
+
+
+def format_units(plan: Plan, config: Config) -> str:
+    """Per stage of the plan (not skipped): what each unit of its work asks Ray for and how many
+    run at once (pipeline.resources.Units), from the stage's own declaration."""
+    names = list(dict.fromkeys(i.name for i in plan.instances if i.status != "skip"))
+    if not names:
+        return ""
+    stages = {i.name: i.stage for i in plan.instances}
+    width = max(len(n) for n in names)
+    lines = ["resources (per stage: units at once x what each unit asks Ray for):"]
+    for name in names:
+        declared = stages[name].spec.units
+        lines.append(f"  {name:<{width}}  {declared(config).describe() if declared else 'in the driver process'}")
+    return "\n".join(lines)
 
 
 def make_plan(

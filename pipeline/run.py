@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from pipeline.config import Config, ConfigError, DEFAULT_CONFIG, load_config
-from pipeline.graph import Instance, Plan, build_instances, load_stages, make_plan
+from pipeline.graph import Instance, Plan, build_instances, format_units, load_stages, make_plan
 from pipeline.store import Directory, Output, Store
 
 
@@ -215,6 +215,7 @@ def main(argv: Optional[list[str]] = None, stage_modules: Optional[tuple[str, ..
                      deep_verify=args.verify or config.store.verify == "sha256")
     print(plan.format(store.root_uri), flush=True)
     if args.dry_run:
+        print(format_units(plan, config), flush=True)
         return 0
 
     previous = _install_signal_handlers()

@@ -12,12 +12,14 @@ size or resumption. samples.json describes the set, grid.png shows the first 100
 MLflow artifact); images/s and NFE per image are logged.
 """
 from pipeline.graph import StageSpec
+from pipeline.resources import Units
 
 STAGE = StageSpec(
     name="sample",
     version="2",
     reads=("sample", "diffusion"),
     inputs=("train_diffusion", "train_classifier"),
+    units=lambda cfg: Units("sampler actor", cfg.sample.num_actors, cpus=1.0, knob="sample.num_actors"),
 )
 
 SAMPLES_FILE = "samples.json"

@@ -1,8 +1,10 @@
 """Real images -> verified WebDataset shards (train/val), in parallel on Ray.
 
 The driver lists the source and plans the shards (shard j of a split always holds the
-same samples); Ray tasks, one per shard and at most data.num_tasks at a time, decode,
-ADM-crop and write whole shards into the output directory. A shard finished by an
+same samples); Ray tasks, one per shard, decode, ADM-crop and write whole shards into the
+output directory. Parallelism comes from the data: every shard to write is submitted at once
+(or at most data.num_tasks at a time), so Ray runs as many as the cluster has CPUs for and an
+autoscaling cluster sees the whole demand, however few CPUs it had when the stage started. A shard finished by an
 interrupted run is kept (verified against its recorded size and sha256), so a re-run
 writes only the missing ones. Then shards.parquet, errors.parquet, classes.json and
 dataset.json are written, and the stage fails if fewer than data.min_success_rate of
@@ -10,11 +12,19 @@ the inputs became samples.
 """
 from pipeline.graph import StageSpec
 
+
+def units(cfg):
+    from pipeline.resources import Units
+
+    return Units("shard task", cfg.data.num_tasks, cpus=1.0, knob="data.num_tasks", per="shard to write")
+
+
 STAGE = StageSpec(
     name="shard",
     version="2",
     reads=("data",),
     inputs=(),
+    units=units,
 )
 
 
@@ -57,7 +67,7 @@ def run(ctx, cfg, inputs):
     plans = plan_shards(listing.records, data.samples_per_shard, data.seed)
     options = EncodeOptions(resolution=data.resolution, num_classes=len(listing.classes),
                             png_compress_level=data.png_compress_level, jpeg_draft=data.jpeg_draft)
-    num_tasks = data.num_tasks or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    num_tasks = min(data.num_tasks or len(plans), len(plans)) or 1  # in flight; Ray queues what waits for a CPU
     removed = cleanup_temporaries(ctx.out.fs, ctx.out.path)
     if removed:
         ctx.log(f"removed {removed} temporary file(s) left by an interrupted run")

@@ -20,12 +20,16 @@ grids/<config_id>.png (one row per class). The trial body is stages/sweep_trial.
 this stage, not a stage).
 """
 from pipeline.graph import StageSpec
+from pipeline.resources import Units
 
 STAGE = StageSpec(
     name="sweep",
     version="2",
     reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
+    units=lambda cfg: Units("sweep trial", cfg.sweep.max_concurrent, cpus=cfg.sweep.cpus_per_trial,
+                            gpus=cfg.sweep.gpus_per_trial, knob="sweep.max_concurrent",
+                            per="configuration, as many at once as fit"),
 )
 
 TUNE_DIR = "tune"  # the Ray Tune experiments, inside the partial output (removed once published)

@@ -208,7 +208,7 @@ def test_train_classifier_and_evalnet_share_the_training_keys():
 
 
 def test_the_classifier_trains_as_before_and_reads_its_training_keys():
-    from stages.train_classifier import train_spec
+    from pipeline.training.spec import train_spec
 
     for path, extra in ((DEFAULT_CONFIG, []), (REPO / "configs/imagenet64.yaml", ["data.path=/"])):
         cl = load_config(path, extra).classifier

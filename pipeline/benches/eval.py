@@ -51,7 +51,7 @@ def _directory(path: str):
 def _model_dir(root: str, unet: dict) -> str:
     """A diffusion model in the train_diffusion format with small random weights."""
     from pipeline.nets.unet import UNet
-    from pipeline.training.artifacts import save_diffusion
+    from pipeline.weights import save_diffusion
 
     generator = torch.Generator().manual_seed(0)
     net = UNet(**unet)

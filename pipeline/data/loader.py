@@ -197,9 +197,12 @@ class ShardBatches(IterableDataset):
         return images, labels
 
 
-def make_loader(dataset: ShardedDataset | str, spec: StreamSpec) -> DataLoader:
+def make_loader(dataset: ShardedDataset | str, spec: StreamSpec, pin_memory: bool = False) -> DataLoader:
     """A DataLoader over one split: infinite and shuffled for training (resume with
-    spec.start_image), or a single ordered pass for evaluation (infinite=False)."""
+    spec.start_image), or a single ordered pass for evaluation (infinite=False). With
+    spec.num_workers > 0 the shards are read and decoded in that many worker processes (the
+    stream is still a function of the spec alone, see the module docstring); `pin_memory`
+    puts batches in page-locked memory for fast, asynchronous copies to a GPU."""
     if isinstance(dataset, str):
         dataset = ShardedDataset(dataset)
     if spec.dtype not in ("float", "uint8"):
@@ -223,4 +226,5 @@ def make_loader(dataset: ShardedDataset | str, spec: StreamSpec) -> DataLoader:
         num_workers=spec.num_workers,
         persistent_workers=False,
         prefetch_factor=2 if spec.num_workers else None,
+        pin_memory=pin_memory,
     )

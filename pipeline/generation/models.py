@@ -9,7 +9,7 @@ import torch
 from pipeline.diffusion.guidance import CLASSIFIER, GUIDE
 from pipeline.generation.sampler_config import SamplerConfig
 from pipeline.nets.classifier import NoisyClassifier
-from pipeline.training.artifacts import DiffusionModel, load_classifier, load_diffusion, load_guide
+from pipeline.weights import DiffusionModel, load_classifier, load_diffusion, load_guide
 
 
 @dataclass

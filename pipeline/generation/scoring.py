@@ -73,7 +73,7 @@ def load_references(reference_stats_location: str) -> dict[str, FeatureStats]:
 def evalnet_extractor(evalnet_location: str, batch_size: int = 500, device: str = "cpu") -> TorchModuleExtractor:
     """The trained evaluation classifier (train_evalnet output) as a feature extractor: its
     penultimate features and its logits over the dataset's classes."""
-    from pipeline.training.evalnet import load_evalnet
+    from pipeline.weights import load_evalnet
 
     model = load_evalnet(evalnet_location, device)
     return TorchModuleExtractor(model, name="evalnet", in_channels=3, batch_size=batch_size, device=device,

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pipeline.diffusion.forward import q_sample
 from pipeline.arguments import ArgumentError
 from pipeline.diffusion.losses import ImportanceTimestepSampler, UniformTimestepSampler, check_loss_kind, diffusion_loss
-from pipeline.training.artifacts import schedule_from
+from pipeline.weights import schedule_from
 from pipeline.training.task import Task
 
 QUARTILES = 4
@@ -77,7 +77,7 @@ class _NoisingTask:
 @dataclass(frozen=True)
 class DiffusionTask(_NoisingTask, Task):
     unet: dict[str, Any]              # pipeline.nets.unet.UNet constructor arguments (num_classes set)
-    diffusion: dict[str, Any]         # artifacts.diffusion_dict(cfg.diffusion): timesteps, schedule, loss, ...
+    diffusion: dict[str, Any]         # networks.diffusion_dict(cfg.diffusion): timesteps, schedule, loss, ...
     p_uncond: float = 0.1
     importance_sampling: bool = False
     vlb_weight: float = 0.001         # Improved DDPM's lambda

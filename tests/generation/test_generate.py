@@ -199,7 +199,7 @@ def test_an_exact_denoiser_samples_exactly_its_class_images(sampler, w):
     null prediction of 0, every x0 prediction is (1 + w) mu_c (eq. 6 of the CFG paper), clipped."""
     from pipeline.diffusion.schedules import make_schedule
     from pipeline.generation import Models
-    from pipeline.training.artifacts import DiffusionModel
+    from pipeline.weights import DiffusionModel
 
     schedule = make_schedule("cosine", 100)
     levels = torch.tensor(np.random.default_rng(0).integers(20, 236, size=(NUM_CLASSES, 3)))
@@ -216,7 +216,7 @@ def test_every_network_call_has_the_configurations_net_batch_rows():
     rows (padded), whatever the batch size, so the images are fixed by it."""
     from pipeline.diffusion.schedules import make_schedule
     from pipeline.generation import Models
-    from pipeline.training.artifacts import DiffusionModel
+    from pipeline.weights import DiffusionModel
 
     schedule = make_schedule("cosine", 100)
     net = ExactPointMassNet(schedule, torch.zeros(NUM_CLASSES, 3))

@@ -94,8 +94,8 @@ def test_references_and_models_read_from_a_store_uri_leave_no_temporary_files(ti
                                                                               tmp_path, monkeypatch):
     import tempfile
 
-    from pipeline.training.artifacts import load_classifier
-    from pipeline.training.evalnet import load_evalnet
+    from pipeline.weights import load_classifier
+    from pipeline.weights import load_evalnet
 
     scratch = tmp_path / "scratch"
     scratch.mkdir()

@@ -20,7 +20,8 @@ def run(ctx, cfg, inputs):
     import torch
 
     from pipeline.nets.unet import UNet
-    from pipeline.training.artifacts import GUIDE_DIR, diffusion_dict, save_diffusion
+    from pipeline.training.networks import diffusion_dict
+    from pipeline.weights import GUIDE_DIR, save_diffusion
 
     p = ctx.variant["train.p_uncond"]
     torch.manual_seed(int(p * 1000))

@@ -54,3 +54,11 @@ def test_altered_shard_fails_in_the_worker_naming_the_shard(shards_copy, tmp_pat
         path.write_bytes(bytes(data))
     with pytest.raises(WorkerGroupError, match=r"ShardIntegrityError: shard .* sha256 .* \(altered\)"):
         fit(TASK, SPEC, str(copy), str(tmp_path / "storage"))
+
+
+def test_more_readers_than_shards_is_refused_before_starting(digits_shards, tmp_path):
+    shards = len(ShardedDataset(digits_shards).shards("train"))
+    spec = TrainSpec(**{**SPEC.__dict__, "loader_workers": shards})  # 2 workers x `shards` loader processes
+    with pytest.raises(ShardIntegrityError, match=rf"has {shards} 'train' shards but {2 * shards} readers"):
+        fit(TASK, spec, digits_shards, str(tmp_path / "storage"))
+    assert not (tmp_path / "storage").exists()

@@ -21,7 +21,8 @@ import sys
 
 import pytest
 sys.modules["ray"] = None  # any import of ray now fails
-from pipeline.training.evalnet import load_evalnet, accuracy
+from pipeline.training.evalnet import accuracy
+from pipeline.weights import load_evalnet
 model = load_evalnet(sys.argv[1])
 print(accuracy(model, sys.argv[2], "val")[0])
 """
@@ -65,10 +66,11 @@ def test_interrupted_stage_resumes_from_its_checkpoints(run_pipeline, workdir):
     from pipeline.config import load_config
     from pipeline.graph import build_instances, load_stages
     from pipeline.store import Store
-    from pipeline.training.evalnet import EvalnetArch, EvalnetTask
-    from pipeline.training.spec import WorkerCrash
+    from pipeline.training.evalnet import EvalnetTask
+    from pipeline.training.networks import evalnet_arch
+    from pipeline.training.spec import WorkerCrash, train_spec
     from pipeline.training.trainer import fit
-    from stages.train_evalnet import RAY_RUN, train_spec
+    from stages.train_evalnet import RAY_RUN
     from tests.conftest import isolated_overrides
 
     assert run_pipeline("--stages", "shard") == 0
@@ -79,7 +81,7 @@ def test_interrupted_stage_resumes_from_its_checkpoints(run_pipeline, workdir):
     spec = train_spec(config.evalnet)
     crashing = dataclasses.replace(spec, max_failures=0,
                                    crash=WorkerCrash(rank=0, after_nimg=15000, marker=str(workdir / "crashed")))
-    arch = EvalnetArch.from_config(config.evalnet, in_channels=3, num_classes=10)
+    arch = evalnet_arch(config.evalnet, in_channels=3, num_classes=10)
     with pytest.raises(WorkerGroupError):
         fit(EvalnetTask(arch), crashing, str(_output(workdir, "shard")), partial.local_path, name=RAY_RUN)
 

@@ -37,7 +37,7 @@ LOAD_WITHOUT_RAY = """
 import sys
 sys.modules["ray"] = None  # any import of ray now fails
 import torch
-from pipeline.training.artifacts import load_diffusion, load_guide
+from pipeline.weights import load_diffusion, load_guide
 main, guide = load_diffusion(sys.argv[1]), load_guide(sys.argv[1])
 x = torch.zeros(2, 3, 8, 8)
 print(main.p_uncond, main.null_label, guide.net.base_channels, guide.meta["role"],
@@ -95,7 +95,7 @@ def test_train_classifier_logs_accuracy_per_noise_bucket(run_pipeline, workdir):
         assert 0.0 <= summary[f"val_top1_t_q{b}"] <= summary[f"val_top5_t_q{b}"] <= 1.0
     assert summary["val_top1_t_q0"] > 0.2  # clean-ish images: far above chance after 1280 images
 
-    from pipeline.training.artifacts import load_classifier
+    from pipeline.weights import load_classifier
 
     net = load_classifier(str(out))
     assert net.meta["nimg"] == 1280 and net.num_classes == 10
