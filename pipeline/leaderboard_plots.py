@@ -12,6 +12,7 @@ from pipeline.leaderboard import lower_is_better, metric_columns
 
 KIND_COLORS = {"none": "#444444", "cfg": "#1f77b4", "classifier": "#d62728", "autoguidance": "#2ca02c",
                "pag": "#9467bd"}
+PANELS_PER_ROW = 2
 
 
 def _pyplot():
@@ -43,8 +44,13 @@ def tradeoff_plot(df: pd.DataFrame, metric: str, title: str = "") -> Optional[by
         return None
     kinds = [k for k in KIND_COLORS if k != "none" and (df["guidance"] == k).any()] or ["none"]
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
+    # At most two panels a row: four kinds in one row were unreadable at a page's width.
+    cols = min(len(kinds), PANELS_PER_ROW)
+    rows = -(-len(kinds) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(kinds):]:
+        ax.set_visible(False)
+    for ax, kind in zip(axes.flat, kinds):
         part = df[df["guidance"].isin([kind, "none"])] if kind != "classifier" else df[df["guidance"] == kind]
         line_keys = ["source", "p_uncond", "sampler", "steps"]
         for key, line in part.groupby([k for k in line_keys if k in part], dropna=False):
@@ -67,7 +73,8 @@ def tradeoff_plot(df: pd.DataFrame, metric: str, title: str = "") -> Optional[by
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -89,12 +96,15 @@ def frontier_plot(df: pd.DataFrame, x: str, y: str, title: str = "") -> Optional
     if part.empty:
         return None
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(5, 4))
     for kind, pts in part.groupby("guidance"):
         ax.scatter(pts[x], pts[y], color=KIND_COLORS.get(kind, "#888888"), label=kind, s=24, alpha=0.85)
     xs, ys = part[x].to_numpy(float), part[y].to_numpy(float)
     front = pareto_front(xs, ys, not lower_is_better(x), not lower_is_better(y))
     ax.plot(xs[front], ys[front], "k:", lw=1, label="frontier")
+    ax.xaxis.set_major_locator(MaxNLocator(6))  # values close together otherwise print overlapping labels
     ax.set_xlabel(x + (" (lower is better)" if lower_is_better(x) else ""))
     ax.set_ylabel(y + (" (lower is better)" if lower_is_better(y) else ""))
     ax.grid(alpha=0.3)
