@@ -221,9 +221,10 @@ class RunReport:
         return what + (" · resumed" if self.resumed else "")
 
     def name(self) -> str:
-        """The parent run's name: config, short config key, what ran, e.g. `default · 3f2a9c1e ·
-        9 stages`, `default · 3f2a9c1e · 4 of 9 stages · resumed`, `default · 3f2a9c1e · cached`."""
-        return f"{Path(self.config_path).stem} · {self.config.hash()[:8]} · {self.what_ran()}"
+        """The parent run's name: config, what ran, short config key, e.g. `default · 9 stages ·
+        3f2a9c1e`, `default · 4 of 9 stages · resumed · 3f2a9c1e`, `default · cached · 3f2a9c1e`
+        (what ran before the key: the UI's run list cuts long names short)."""
+        return f"{Path(self.config_path).stem} · {self.what_ran()} · {self.config.hash()[:8]}"
 
     def headline(self, outputs: dict[str, Output]) -> dict[str, float]:
         return {f"{out.stage}.{k}": float(v) for out in outputs.values()
@@ -243,7 +244,7 @@ class RunReport:
                  + (f"; resumed {', '.join(sorted(self.resumed))}." if self.resumed else ".")]
         if failed:
             lines.append(f"\n**Failed** at `{failed[0]}`: {type(failed[1]).__name__}: {failed[1]}"[:2000])
-        links = [f"[{out.stage}: {page}](#/experiments/{tracker.experiment_id}/runs/{run_id}/artifacts/{page})"
+        links = [f"[{out.stage}: {page}]({tracker.ui_path(run_id, page)})"
                  for out, page, run_id in self._pages(outputs) if run_id]
         if links:
             lines.append("\n" + " · ".join(links))

@@ -128,12 +128,17 @@ class Tracker:
         return self.client.create_experiment(self.cfg.experiment, artifact_location=location,
                                              tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
 
+    def ui_path(self, run_id: Optional[str] = None, artifact: Optional[str] = None) -> str:
+        """The MLflow UI's page of this experiment's runs, of one run, or of one of its artifacts,
+        relative to the UI's address. MLflow 3.17's UI opens every experiment as a GenAI one
+        (traces, token usage) unless the link asks for its model-training view (`workflowType`);
+        it reads the experiment's kind tag only in earlier 3.x releases."""
+        path = f"#/experiments/{self.experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+        return path + (f"/artifacts/{artifact}" if run_id and artifact else "") + "?workflowType=machine_learning"
+
     def ui_url(self, base: str, run_id: Optional[str] = None) -> str:
-        """The MLflow UI's page of this experiment's runs (or of one run) under `base`, e.g.
-        http://127.0.0.1:5000. MLflow 3.17's UI opens every experiment as a GenAI one (traces, token
-        usage) unless the link asks for its model-training view, as `workflowType` does."""
-        page = f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs" + (f"/{run_id}" if run_id else "")
-        return page + "?workflowType=machine_learning"
+        """`ui_path` under the UI's address `base`, e.g. http://127.0.0.1:5000."""
+        return f"{base.rstrip('/')}/{self.ui_path(run_id)}"
 
     # -- runs left RUNNING by killed processes
 

@@ -216,12 +216,13 @@ def test_parent_runs_are_named_described_and_carry_the_headline(fake, workdir):
     assert code == 0
     [first] = _parent_runs(workdir)
     short = first.data.tags["pipeline.config_hash"][:8]
-    assert first.info.run_name == f"default · {short} · 5 stages"
+    assert first.info.run_name == f"default · 5 stages · {short}"
     width = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())["evalnet"]["width"]
     assert first.data.metrics == {"report.rows": 2.0, "report.width": float(width)}
     report_run = next(r for r in _runs(workdir) if r.info.run_name == "report")
     note = first.data.tags["mlflow.note.content"]
-    link = f"#/experiments/{report_run.info.experiment_id}/runs/{report_run.info.run_id}/artifacts/report-0.json"
+    link = (f"#/experiments/{report_run.info.experiment_id}/runs/{report_run.info.run_id}/artifacts/report-0.json"
+            "?workflowType=machine_learning")
     assert f"[report: report-0.json]({link})" in note
     assert "| source | ran " in note and "5 of 5 stages to run" in note
     page = next((workdir / "runs/report").glob("*/report-0.json"))
@@ -230,7 +231,7 @@ def test_parent_runs_are_named_described_and_carry_the_headline(fake, workdir):
 
     code, _, out = fake()
     second = _parent_runs(workdir)[-1]
-    assert second.info.run_name == f"default · {short} · cached"
+    assert second.info.run_name == f"default · cached · {short}"
     assert second.data.metrics == first.data.metrics  # the headline of cached outputs too
     assert "| source | cached |" in second.data.tags["mlflow.note.content"]
     assert f"({link})" in second.data.tags["mlflow.note.content"]  # the run that made the page
@@ -250,5 +251,5 @@ def test_parent_runs_are_named_described_and_carry_the_headline(fake, workdir):
     code, plan, _ = fake(*args)
     assert code == 0 and ran(plan) == {"train[p_uncond=0.1]", "train[p_uncond=0.2]", "report"}
     third = _parent_runs(workdir)[-1]
-    assert third.info.run_name == f"default · {config.hash()[:8]} · 3 of 5 stages · resumed"
+    assert third.info.run_name == f"default · 3 of 5 stages · resumed · {config.hash()[:8]}"
     assert "resumed train[p_uncond=0.1]" in third.data.tags["mlflow.note.content"]

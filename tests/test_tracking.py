@@ -128,6 +128,8 @@ def test_ui_links_open_the_model_training_view(tmp_path):
     assert tracker.ui_url("http://127.0.0.1:5000/") == \
         f"http://127.0.0.1:5000/#/experiments/{exp}/runs?workflowType=machine_learning"
     assert tracker.ui_url("http://h:1", "abc") == f"http://h:1/#/experiments/{exp}/runs/abc?workflowType=machine_learning"
+    assert tracker.ui_path("abc", "plots/a.png") == \
+        f"#/experiments/{exp}/runs/abc/artifacts/plots/a.png?workflowType=machine_learning"
 
 
 def test_a_store_output_is_logged_as_a_dataset_input_with_its_content_digest(tmp_path):
