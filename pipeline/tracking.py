@@ -25,8 +25,8 @@ from pipeline.config import Config, TrackingConfig, flatten
 
 PACKAGES = ("ray", "torch", "mlflow", "webdataset", "pyarrow", "clean-fid", "numpy", "pillow")
 MAX_PARAM_LENGTH = 6000
-# The experiment tag MLflow 3.x reads for an experiment's kind; "custom_model_development" is the
-# UI's "Machine learning" (runs, models), as opposed to "genai_development" (traces, token usage).
+# The experiment tag holding an experiment's kind (the MLflow 3.x UI writes it when a user picks
+# one); "custom_model_development" is its "Machine learning" kind, "genai_development" the GenAI one.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
 DATASET_DIGEST_CHARS = 16  # MLflow keeps at most 36 characters of a dataset digest
@@ -112,27 +112,29 @@ class Tracker:
         with lock:
             self.client = MlflowClient(tracking_uri=self.uri)
             self.experiment_id = self._experiment()
+            self._mark_model_training()
         self.host = socket.gethostname()
 
     def _experiment(self) -> str:
-        """The experiment's id, created on first use; marked a model-training experiment either way
-        (an experiment that already names its kind keeps it)."""
         found = self.client.get_experiment_by_name(self.cfg.experiment)
         if found is not None:
-            if EXPERIMENT_KIND_TAG not in found.tags:
-                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
             return found.experiment_id
         location = self.cfg.artifact_location
         if "://" not in location:
             location = Path(location).resolve().as_uri()
-        return self.client.create_experiment(self.cfg.experiment, artifact_location=location,
-                                             tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+        return self.client.create_experiment(self.cfg.experiment, artifact_location=location)
+
+    def _mark_model_training(self) -> None:
+        """Tag the experiment a model-training one, new or made before this existed; an experiment
+        that already names its kind keeps it."""
+        if EXPERIMENT_KIND_TAG not in self.client.get_experiment(self.experiment_id).tags:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
 
     def ui_path(self, run_id: Optional[str] = None, artifact: Optional[str] = None) -> str:
         """The MLflow UI's page of this experiment's runs, of one run, or of one of its artifacts,
         relative to the UI's address. MLflow 3.17's UI opens every experiment as a GenAI one
-        (traces, token usage) unless the link asks for its model-training view (`workflowType`);
-        it reads the experiment's kind tag only in earlier 3.x releases."""
+        (traces, token usage), whatever its kind tag, unless the link asks for the model-training
+        view (`workflowType`) or the user picked it in that browser."""
         path = f"#/experiments/{self.experiment_id}/runs" + (f"/{run_id}" if run_id else "")
         return path + (f"/artifacts/{artifact}" if run_id and artifact else "") + "?workflowType=machine_learning"
 
