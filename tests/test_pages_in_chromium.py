@@ -120,7 +120,10 @@ def test_a_real_run_reads_well_in_chromium_and_in_the_mlflow_ui(tiny_run, tmp_pa
 
     found = check_leaderboard_page(page, tmp_path, 1280)
     plots = [text for tag, text in found["headings"] if tag == "H3"]
-    assert "N=12" in plots[0] and "6 configurations" in plots[0], plots  # the screening round's curves first
+    from tests.test_sweep import SCREEN_CONFIGS
+
+    # the screening round's curves (a point per strength) first, then the full round's
+    assert "N=12" in plots[0] and f"{SCREEN_CONFIGS} configurations" in plots[0], plots
     assert "N=24" in plots[1], plots
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
