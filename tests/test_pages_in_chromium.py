@@ -2,6 +2,7 @@
 real run's) and the MLflow UI's pages of a real run, served by `mlflow ui` on a loopback port."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -163,7 +164,8 @@ def test_a_real_run_reads_well_in_chromium_and_in_the_mlflow_ui(tiny_run, tmp_pa
             wait_for_text(driver, "digits-8px")  # the shards, as the training run's dataset input
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)  # its uvicorn worker too, whether or not it has exited
+        server.wait()
