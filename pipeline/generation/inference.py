@@ -19,6 +19,13 @@ from an NCHW evaluation in the last bits (a different kernel), which can move a 
 The prepared networks are cached on the ``Models`` (``Models.inference_net``): the fp32
 network is converted to channels-last in place (same values), the bf16 copy is made once.
 A ``Models`` is read-only once it has sampled: change its weights and the bf16 copy is stale.
+
+``torch.compile`` is an option of the library, not of the stages: ``Models.compile_networks``
+makes generate run compiled networks from then on. Compiled kernels round differently from
+eager ones (images move by float rounding, still batch-invariant for a fixed net_batch), the
+first call of each shape compiles for minutes, and on CPU it needs a C++ compiler;
+``python -m pipeline.bench gpu`` measures what it buys (``sample_rows_per_s_bf16_compiled``)
+before any stage adopts it.
 """
 from __future__ import annotations
 
@@ -64,11 +71,22 @@ def prepare(net: torch.nn.Module, precision: str, in_place: bool = True) -> Infe
     return InferenceNet(net.eval(), dtype)
 
 
+def compiled(fast: InferenceNet, **compile_options) -> InferenceNet:
+    """The same prepared network under ``torch.compile`` (options passed through)."""
+    return InferenceNet(torch.compile(fast.net, **compile_options), fast.dtype)
+
+
 class InferenceCache:
     """Prepared networks by (role, precision), built on first use (``Models.inference_net``)."""
 
     def __init__(self):
         self._nets: dict[tuple[str, str], InferenceNet] = {}
+
+    def compile(self, role: str, net: Optional[torch.nn.Module], precision: str, **compile_options) -> None:
+        """From now on ``get(role, net, precision)`` returns the compiled network."""
+        fast = self.get(role, net, precision)
+        if fast is not None and not hasattr(fast.net, "_orig_mod"):
+            self._nets[(role, precision)] = compiled(fast, **compile_options)
 
     def get(self, role: str, net: Optional[torch.nn.Module], precision: str) -> Optional[InferenceNet]:
         if net is None:

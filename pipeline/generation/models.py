@@ -28,6 +28,13 @@ class Models:
             raise ValueError(f"these models have no {role} network")
         return self._inference.get(role, model.net, precision)
 
+    def compile_networks(self, precision: str, **compile_options) -> None:
+        """Make generate run this precision's denoising networks (main, and guide when loaded)
+        under ``torch.compile`` (pipeline.generation.inference: an option, not the default)."""
+        for role, model in (("main", self.main), ("guide", self.guide)):
+            if model is not None:
+                self._inference.compile(role, model.net, precision, **compile_options)
+
     @property
     def device(self) -> torch.device:
         first = next(self.main.net.parameters(), None)
