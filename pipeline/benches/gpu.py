@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-CONFIG = "configs/imagenet64.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "imagenet64.yaml"  # the repository's
 NUM_CLASSES = 1000
 ADM_V100_TRAIN_IMAGES_PER_S = 74.0
 # Dense (no sparsity) spec-sheet peaks in TFLOP/s: fp32 on CUDA cores, bf16 on tensor cores.
@@ -88,7 +89,7 @@ def imagenet64_networks() -> dict:
     from stages.train_classifier import classifier_kwargs
     from stages.train_diffusion import unet_kwargs
 
-    cfg = load_config(CONFIG, ["data.path=."])  # the data path is a placeholder there
+    cfg = load_config(CONFIG, [f"data.path={CONFIG.parent}"])  # the data path is a placeholder there
     resolution = cfg.data.resolution
     diffusion = {k: getattr(cfg.diffusion, k) for k in ("timesteps", "schedule", "lambda_min", "lambda_max", "loss")}
     return dict(unet=unet_kwargs(cfg.model, resolution, NUM_CLASSES),
