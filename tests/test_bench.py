@@ -107,3 +107,17 @@ def test_gpu_bench_measures_every_figure(tmp_path):
     assert figures["device"] == "cpu" and figures["sample_fraction_of_peak_fp32"] is None
     assert figures["inception_images_per_s"] is None and "absent.pt" in figures["inception_note"]
     json.dumps(figures)  # the record is plain JSON
+
+
+def test_shard_bench_peer_encodes_pngs_as_the_stage_does():
+    """The single-process peer's PNG bytes are the stage's at the stage's level (not PIL's default)."""
+    import numpy as np
+
+    from pipeline.benches.shard import DEFAULT_PNG_LEVEL, _png
+    from pipeline.data.preprocess import encode_png
+    from pipeline.data.shardwrite import EncodeOptions
+
+    array = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    level = EncodeOptions(resolution=32, num_classes=2).png_compress_level
+    assert _png(array, level) == encode_png(array, level)
+    assert level != DEFAULT_PNG_LEVEL and _png(array, DEFAULT_PNG_LEVEL) != _png(array, level)
