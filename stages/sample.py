@@ -15,7 +15,7 @@ from pipeline.graph import StageSpec
 
 STAGE = StageSpec(
     name="sample",
-    version="1",
+    version="2",  # 2: networks run channels-last, bf16 as a bf16 copy (images move by float rounding)
     reads=("sample", "diffusion"),
     inputs=("train_diffusion", "train_classifier"),
     description="N images for one sampler configuration on a pool of Ray actors, per-image seeds.",

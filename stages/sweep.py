@@ -23,7 +23,7 @@ from pipeline.graph import StageSpec
 
 STAGE = StageSpec(
     name="sweep",
-    version="1",
+    version="2",  # 2: networks run channels-last, bf16 as a bf16 copy (images move by float rounding)
     reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
     description="Ray Tune over guidance kind x strength x interval x sampler x steps x p_uncond; each trial samples "
