@@ -155,32 +155,35 @@ def bench_classifier(device: torch.device, networks: dict, setup: dict) -> dict:
     return {"classifier_grad_rows_per_s": n / best_seconds(gradient, device, setup["reps"])}
 
 
+def _train_images_per_s(task, device: torch.device, setup: dict, precision: str) -> float:
+    """Images/s of ``train_steps`` optimiser steps (DiffusionTask.loss, AdamW, clipping) at ``precision``."""
+    torch.manual_seed(0)
+    model = task.build_model().to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    size, batch = task.unet["image_size"], setup["train_batch"]
+    images = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    labels = torch.randint(0, NUM_CLASSES, (batch,), device=device)
+    generator = torch.Generator().manual_seed(0)
+
+    def steps():
+        for _ in range(setup["train_steps"]):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = task.loss(model, images, labels, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+
+    return batch * setup["train_steps"] / best_seconds(steps, device, max(1, setup["reps"] - 1))
+
+
 def bench_training(device: torch.device, networks: dict, setup: dict) -> dict:
     from pipeline.training.diffusion import DiffusionTask
 
     task = DiffusionTask(dict(networks["unet"]), dict(networks["diffusion"]), p_uncond=0.1)
     figures = {"train_batch": setup["train_batch"]}
     for precision in ("fp32", "bf16"):
-        torch.manual_seed(0)
-        model = task.build_model().to(device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        size = networks["unet"]["image_size"]
-        images = torch.rand(setup["train_batch"], 3, size, size, device=device) * 2 - 1
-        labels = torch.randint(0, NUM_CLASSES, (setup["train_batch"],), device=device)
-        generator = torch.Generator().manual_seed(0)
-
-        def steps():
-            for _ in range(setup["train_steps"]):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    loss = task.loss(model, images, labels, generator)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-
-        seconds = best_seconds(steps, device, max(1, setup["reps"] - 1))
-        figures[f"train_images_per_s_{precision}"] = setup["train_batch"] * setup["train_steps"] / seconds
-        del model, optimizer
+        figures[f"train_images_per_s_{precision}"] = _train_images_per_s(task, device, setup, precision)
     figures["train_vs_adm_v100"] = figures["train_images_per_s_bf16"] / ADM_V100_TRAIN_IMAGES_PER_S
     return figures
 

@@ -206,6 +206,7 @@ def _run(setup: dict, quick: bool) -> dict:
             "machine_matmul_gflops_per_s_bf16": peak_bf16,
             "fraction_of_matmul_peak_bf16": gflops_per_image * rate["ours_bf16"] / peak_bf16,
         })
-    figures.update({"images": n, "steps": steps, "net_batch": setup["net_batch"], "image_size": setup["model"]["image_size"],
-                    "guidance_weight": GUIDANCE_WEIGHT, "threads": torch.get_num_threads(), "quick": quick})
+    figures.update({"images": n, "steps": steps, "net_batch": setup["net_batch"],
+                    "image_size": setup["model"]["image_size"], "guidance_weight": GUIDANCE_WEIGHT,
+                    "threads": torch.get_num_threads(), "quick": quick})
     return figures
