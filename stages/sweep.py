@@ -24,7 +24,7 @@ from pipeline.resources import Units
 
 STAGE = StageSpec(
     name="sweep",
-    version="2",
+    version="2",  # 2: as sample 2, and KID on clean-fid's subsets, intervals in the protocol
     reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
     units=lambda cfg: Units("sweep trial", cfg.sweep.max_concurrent, cpus=cfg.sweep.cpus_per_trial,
