@@ -44,27 +44,6 @@ def target_address(cfg: ClusterConfig) -> Optional[str]:
 LOOPBACK = "127.0.0.1"
 
 
-def local_gpus(cfg: ClusterConfig) -> Optional[int]:
-    """GPUs a private local instance would have (cluster.num_gpus, else those torch sees); None
-    when joining a cluster, which may have (or autoscale to) GPUs this machine cannot see."""
-    if target_address(cfg):
-        return None
-    if cfg.num_gpus is not None:
-        return cfg.num_gpus
-    import torch
-
-    return torch.cuda.device_count()
-
-
-def gpu_problem(cfg: ClusterConfig, needed: float, key: str) -> Optional[str]:
-    """A config error when `needed` GPUs (asked for by `key`) can never be had on this machine."""
-    have = local_gpus(cfg) if needed > 0 else None
-    if have is None or have >= needed:
-        return None
-    return (f"{key} asks for {needed:g} GPU(s) but this machine's private Ray instance has {have} "
-            "(set cluster.num_gpus, or join a cluster with cluster.address)")
-
-
 @contextlib.contextmanager
 def _loopback_node():
     """Ray takes a node's address from `ray_constants.ENABLE_RAY_CLUSTER` (read from
@@ -123,6 +102,15 @@ def connect(cfg: ClusterConfig):
                             {"worker_process_setup_hook": "pipeline.cluster.quiet_state_api_polling"})},
             **common,
         ))
+
+
+def disconnect() -> None:
+    """Cancel the Ray work this process started: disconnecting ends the driver's job, which kills
+    its tasks, actors and placement groups (a private local instance stops altogether)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def describe() -> str:

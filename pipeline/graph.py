@@ -11,10 +11,13 @@ from __future__ import annotations
 import importlib
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from pipeline.config import SECTIONS, Config, flatten, hash_value
 from pipeline.store import NOT_PUBLISHED, Store
+
+if TYPE_CHECKING:
+    from pipeline.resources import Units
 
 # The order of registration is the order of execution among independent stages.
 STAGE_MODULES = (
@@ -39,7 +42,7 @@ class StageSpec:
     reads: tuple[str, ...]
     inputs: tuple[str, ...] = ()
     fan_out: tuple[str, ...] = ()  # dotted list-valued keys, one instance per combination
-    description: str = ""
+    units: Optional[Callable[[Config], "Units"]] = None  # what each unit of its work asks Ray for; None: the driver
     # Files a whole output must hold (paths, or globs such as "train-*.tar" that must match at
     # least one file): a manifest without them is not a published output.
     outputs: tuple[str, ...] = ()
@@ -57,8 +60,8 @@ class StageSpec:
 class Stage:
     spec: StageSpec
     run: Callable
-    # `check(cfg) -> list[str]`: what would make the stage fail, found before anything starts
-    # (inputs that do not exist, GPUs the machine lacks); optional, and must stay cheap.
+    # `check(cfg) -> list[str]`: what would make the stage fail that the config's rules cannot see
+    # (an input URI that does not answer), found before anything starts; optional, and quick.
     check: Optional[Callable] = None
 
     @property
@@ -131,19 +134,6 @@ class Instance:
         return f"{self.name}[{inner}]"
 
 
-def empty_fan_outs(stages: dict[str, Stage], config: Config) -> list[str]:
-    """A fan-out over an empty list makes no instance, and every stage downstream of it nothing
-    to read: a config error, named before anything starts."""
-    problems = []
-    for stage in stages.values():
-        for key in stage.spec.fan_out:
-            section, attr = key.split(".", 1)
-            if not list(getattr(getattr(config, section), attr)):
-                problems.append(f"{key} = []: {stage.name} runs once per value, so it would run nothing "
-                                "(give at least one value)")
-    return problems
-
-
 def _variants(spec: StageSpec, config: Config) -> list[dict[str, Any]]:
     if not spec.fan_out:
         return [{}]
@@ -203,6 +193,21 @@ class Plan:
             mark = {"cached": "cached", "run": "RUN   ", "skip": "skip  "}[inst.status]
             lines.append(f"  {inst.label:<{width}}  {inst.key}  {mark}  {inst.reason}")
         return "\n".join(lines)
+
+
+def format_units(plan: Plan, config: Config) -> str:
+    """Per stage of the plan (not skipped): what each unit of its work asks Ray for and how many
+    run at once (pipeline.resources.Units), from the stage's own declaration."""
+    names = list(dict.fromkeys(i.name for i in plan.instances if i.status != "skip"))
+    if not names:
+        return ""
+    stages = {i.name: i.stage for i in plan.instances}
+    width = max(len(n) for n in names)
+    lines = ["resources (per stage: units at once x what each unit asks Ray for):"]
+    for name in names:
+        declared = stages[name].spec.units
+        lines.append(f"  {name:<{width}}  {declared(config).describe() if declared else 'in the driver process'}")
+    return "\n".join(lines)
 
 
 def make_plan(

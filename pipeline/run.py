@@ -11,17 +11,18 @@ Exit status: 0 done, 1 a stage failed, 2 bad config or arguments, 128+N killed b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from pipeline import stopping
+from pipeline import failures, stopping
 from pipeline.config import Config, ConfigError, DEFAULT_CONFIG, load_config
-from pipeline.graph import Instance, Plan, build_instances, empty_fan_outs, load_stages, make_plan
+from pipeline.graph import Instance, Plan, build_instances, format_units, load_stages, make_plan
 from pipeline.store import Directory, Output, Store
 
 
@@ -109,23 +110,36 @@ def _inputs_of(inst: Instance, outputs: dict[str, Output]) -> dict[str, Any]:
 # Before anything starts
 
 
-def preflight(config: Config, stages: dict, plan: Optional[Plan] = None) -> list[str]:
-    """Every problem that can be found before Ray or MLflow start: the tracking URI and the store
-    root (scheme known, reachable within a few seconds), lists that would leave a stage with
-    nothing to do, and each stage's own checks (inputs that do not exist, GPUs this machine lacks)
-    for the instances the plan will run."""
+def preflight(config: Config) -> list[str]:
+    """What the config points at outside this process, asked before Ray or MLflow start and
+    within seconds (the config's own rules ran when it was loaded): the tracking store answers,
+    the store root can hold a store."""
     from pipeline import tracking
     from pipeline.store import check_root
 
-    problems = tracking.check_config(config.tracking)
-    root_problem = check_root(config.store.root)
-    if root_problem:
-        problems.append(f"store.root = {config.store.root!r}: {root_problem}")
-    problems += empty_fan_outs(stages, config)
-    if plan is not None:
-        for stage in {i.name: i.stage for i in plan.to_run()}.values():
-            if stage.check is not None:
-                problems += stage.check(config)
+    problems = []
+    problem = tracking.reachability_problem(config.tracking.uri)
+    if problem:
+        problems.append(f"tracking.uri = {config.tracking.uri!r}: {problem}")
+    problem = check_root(config.store.root)
+    if problem:
+        problems.append(f"store.root = {config.store.root!r}: {problem}")
+    return problems
+
+
+def stage_checks(plan: Plan, config: Config) -> list[str]:
+    """For each stage the plan will run, what would make it fail that can be found before Ray
+    starts: its own `check` (an input URI that does not answer) and GPUs its units ask for that a
+    private local instance cannot have (pipeline.resources)."""
+    from pipeline.resources import gpus_a_local_instance_lacks
+
+    problems = []
+    for stage in {i.name: i.stage for i in plan.to_run()}.values():
+        if stage.check is not None:
+            problems += stage.check(config)
+        problem = gpus_a_local_instance_lacks(stage.spec.units(config), config.cluster) if stage.spec.units else None
+        if problem:
+            problems.append(f"{stage.name}: {problem}")
     return problems
 
 
@@ -144,7 +158,10 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
     started = time.time()
     outputs: dict[str, Output] = {}
     producer = tracking.git_state()
-    with tracker.pipeline_run(config, config_path, keys, git=producer) as parent:
+    active = [i for i in plan.instances if i.status != "skip"]
+    report = RunReport(config_path, config, active, resumed={
+        i.label for i in plan.to_run() if not i.restart and store.has_partial(i.name, i.key)})
+    with tracker.pipeline_run(config, config_path, keys, git=producer, name=report.name()) as parent:
         parent.log_config(config)
         parent.log_text(plan.format(store.root_uri), "plan.txt")
         if plan.to_run():
@@ -154,7 +171,6 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
             cluster.connect(config.cluster)
             stopping.reinstall()  # ray.init installs its own SIGTERM handler; ours must win
             print(cluster.describe(), flush=True)
-        active = [i for i in plan.instances if i.status != "skip"]
         for n, inst in enumerate(active, 1):
             head = f"[{n}/{len(active)}] {inst.label}"
             if inst.status == "cached":
@@ -165,13 +181,24 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
                     f"{head}: waiting for {holder}, which is writing this output", flush=True)):
                 opened = _published_meanwhile(inst, store)
                 if opened is not None:
-                    outputs[inst.label] = opened
+                    outputs[inst.label], inst.status = opened, "cached"
                     print(f"{head}: cached ({inst.key}, published by another run while this one waited)", flush=True)
                     continue
-                outputs[inst.label] = _run_guarded(head, inst, _inputs_of(inst, outputs), config, store, tracker,
-                                                   parent.run_id, producer)
+                t0 = time.time()
+                try:
+                    outputs[inst.label] = _run_guarded(head, inst, _inputs_of(inst, outputs), config, store, tracker,
+                                                       parent.run_id, producer)
+                except BaseException as exc:
+                    report.seconds[inst.label] = time.time() - t0
+                    with contextlib.suppress(Exception):
+                        parent.set_description(report.description(
+                            outputs, tracker, failed=(inst.label, getattr(exc, "error", exc))))
+                    raise
+                report.seconds[inst.label] = time.time() - t0
+        parent.log_metrics(report.headline(outputs))
+        parent.set_description(report.description(outputs, tracker))
         run_id = parent.run_id
-    _print_summary(outputs, tracker, run_id, time.time() - started)
+    report.print_summary(outputs, tracker, run_id, time.time() - started)
     return 0
 
 
@@ -190,7 +217,7 @@ class StageFailed(RuntimeError):
 
     def __init__(self, label: str, error: BaseException, log: str):
         self.label, self.error, self.log = label, error, log
-        super().__init__(f"{label}: {type(error).__name__}: {_first_line(error)}")
+        super().__init__(f"{label}: {failures.one_line(error)}")
 
 
 def _run_guarded(head: str, inst: Instance, inputs: dict[str, Any], config: Config, store: Store, tracker,
@@ -201,7 +228,7 @@ def _run_guarded(head: str, inst: Instance, inputs: dict[str, Any], config: Conf
         output = _run_instance(inst, inputs, config, store, tracker, parent_id, producer)
     except BaseException as exc:
         stopped = stopping.received() is not None or isinstance(exc, KeyboardInterrupt)
-        what = "stopped" if stopped else f"FAILED: {type(exc).__name__}: {_first_line(exc)}"
+        what = "stopped" if stopped else f"FAILED: {failures.one_line(exc)}"
         print(f"{head}: {what} after {time.time() - t0:.1f}s", flush=True)
         partial = store.partial_dir(inst.name, inst.key)
         if partial.files():
@@ -210,7 +237,7 @@ def _run_guarded(head: str, inst: Instance, inputs: dict[str, Any], config: Conf
             store.fs.delete_dir(partial.path)  # nothing was written: leave no trace
         if stopped or not isinstance(exc, Exception):
             raise
-        raise StageFailed(inst.label, exc, write_failure_log(exc, f"stage {inst.label}")) from exc
+        raise StageFailed(inst.label, exc, failures.write_log(exc, f"stage {inst.label}")) from exc
     print(f"{head}: done in {time.time() - t0:.1f}s -> {output.uri}", flush=True)
     return output
 
@@ -239,51 +266,98 @@ def _run_instance(inst: Instance, inputs: dict[str, Any], config: Config, store:
     return output
 
 
-def _print_summary(outputs: dict[str, Output], tracker, run_id: str, seconds: float) -> None:
-    print(f"\nfinished in {seconds:.1f}s", flush=True)
-    for label, out in outputs.items():
-        print(f"  {label:<32} {out.uri}")
-    print(f"MLflow run {run_id} in {tracker.uri}")
-    print(f"open it with: mlflow ui --backend-store-uri {tracker.uri}  (binds 127.0.0.1:5000)", flush=True)
+# ----------------------------------------------------------------------------------------------
+# What a run tells people: its name in MLflow, its description there, the summary at its end
+
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+@dataclass
+class RunReport:
+    """A pipeline run as people see it. A stage's summary may name `pages` (paths in its output,
+    also logged as artifacts of its MLflow run, the main one first: linked from the run's
+    description, the first printed at the end) and `headline` metrics (logged on the parent run as
+    `<stage>.<metric>`), e.g. the leaderboard's page, plots and best numbers."""
+
+    config_path: str
+    config: Config
+    active: list[Instance]
+    resumed: set[str] = field(default_factory=set)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def what_ran(self) -> str:
+        ran = sum(i.status == "run" for i in self.active)
+        n = len(self.active)
+        what = ("cached" if not ran else f"{n} stage{'s' * (n != 1)}" if ran == n else f"{ran} of {n} stages")
+        return what + (" · resumed" if self.resumed else "")
+
+    def name(self) -> str:
+        """The parent run's name: config, what ran, short config key, e.g. `default · 9 stages ·
+        3f2a9c1e`, `default · 4 of 9 stages · resumed · 3f2a9c1e`, `default · cached · 3f2a9c1e`
+        (what ran before the key: the UI's run list cuts long names short)."""
+        return f"{Path(self.config_path).stem} · {self.what_ran()} · {self.config.hash()[:8]}"
+
+    def headline(self, outputs: dict[str, Output]) -> dict[str, float]:
+        return {f"{out.stage}.{k}": float(v) for out in outputs.values()
+                for k, v in (out.summary.get("headline") or {}).items() if v is not None}
+
+    def _pages(self, outputs: dict[str, Output]) -> list[tuple[Output, str, str]]:
+        """(output, artifact path, MLflow run id) of every page a stage named."""
+        return [(out, page, out.manifest.get("producer", {}).get("mlflow_run_id", ""))
+                for out in outputs.values() for page in out.summary.get("pages") or []]
+
+    def description(self, outputs: dict[str, Output], tracker,
+                    failed: Optional[tuple[str, BaseException]] = None) -> str:
+        """Markdown for the run's page in the MLflow UI: what ran, links to the pages, every stage."""
+        ran = [i.label for i in self.active if i.status == "run"]
+        lines = [f"**{Path(self.config_path).stem}** (`{self.config_path}`, config `{self.config.hash()[:12]}`): "
+                 f"{len(ran)} of {len(self.active)} stages to run, the rest cached"
+                 + (f"; resumed {', '.join(sorted(self.resumed))}." if self.resumed else ".")]
+        if failed:
+            lines.append(f"\n**Failed** at `{failed[0]}`: {type(failed[1]).__name__}: {failed[1]}"[:2000])
+        links = [f"[{out.stage}: {page}]({tracker.ui_path(run_id, page)})"
+                 for out, page, run_id in self._pages(outputs) if run_id]
+        if links:
+            lines.append("\n" + " · ".join(links))
+        headline = self.headline(outputs)
+        if headline:
+            lines.append("\n" + ", ".join(f"{k} = {v:.4g}" for k, v in sorted(headline.items())))
+        lines += ["", "| stage | this run | store key |", "| --- | --- | --- |"]
+        for inst in self.active:
+            if inst.label in self.seconds:
+                done = f"ran {self.seconds[inst.label]:.1f}s" + (" (resumed)" if inst.label in self.resumed else "")
+                done = done if inst.label in outputs else "FAILED"
+            else:
+                done = "cached" if inst.status == "cached" else "not reached"
+            lines.append(f"| {inst.label.replace('|', '/')} | {done} | `{inst.key}` |")
+        return "\n".join(lines)
+
+    def print_summary(self, outputs: dict[str, Output], tracker, run_id: str, seconds: float) -> None:
+        print(f"\nfinished in {seconds:.1f}s: {self.what_ran()}", flush=True)
+        for label, out in outputs.items():
+            took = f"{self.seconds[label]:.1f}s" if label in self.seconds else "cached"
+            print(f"  {label:<32} {took:>9}  {out.uri}")
+        for out in outputs.values():
+            page = (out.summary.get("pages") or [None])[0]  # the first page a stage names is its main one
+            if page:
+                print(f"{out.stage}: {Path(out.child(page)).as_uri() if out.local_path else f'{out.uri}/{page}'}")
+        print(f"MLflow run {run_id} in {tracker.uri}")
+        if tracker.uri.startswith(("http://", "https://")):
+            print(f"open it at {tracker.ui_url(tracker.uri, run_id)}", flush=True)
+        else:
+            print(f"look at it: mlflow ui --backend-store-uri {tracker.uri}  (binds 127.0.0.1:5000), then open\n"
+                  f"  {tracker.ui_url(MLFLOW_UI, run_id)}", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------
 # Failures and signals: one plain line each, the details in a log file
 
 
-def _first_line(error: BaseException, limit: int = 300) -> str:
-    text = next((line.strip() for line in str(error).splitlines() if line.strip()), "") or repr(error)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def write_failure_log(error: BaseException, where: str) -> str:
-    """The traceback, in `$PIPELINE_LOG_DIR` (default ./logs); returns the file's path."""
-    directory = os.environ.get("PIPELINE_LOG_DIR", "logs")
-    path = os.path.join(directory, f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(f"{where} failed at {time.strftime('%Y-%m-%d %H:%M:%S')}: command {' '.join(sys.argv)}\n\n")
-            f.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
-    except OSError as io_error:
-        print(f"(could not write the log {path}: {io_error}; the traceback follows)", file=sys.stderr)
-        traceback.print_exception(type(error), error, error.__traceback__)
-        return "<stderr>"
-    return os.path.abspath(path)
-
-
-def _release_ray() -> None:
-    """Cancel the Ray work this run started: disconnecting ends the driver's job, which kills its
-    tasks, actors and placement groups (a private local instance stops altogether)."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-
-
 def _stopped(signum: int) -> int:
     try:
-        _release_ray()
+        from pipeline import cluster
+
+        cluster.disconnect()
     finally:
         print(f"stopped by {signal.Signals(signum).name}: MLflow runs marked FAILED, partial outputs kept; "
               "the same command resumes", file=sys.stderr, flush=True)
@@ -304,8 +378,8 @@ def main(argv: Optional[list[str]] = None, stage_modules: Optional[tuple[str, ..
     except Exception as error:
         if stopping.received() is not None:  # a library turned the stop into an error of its own
             return _stopped(stopping.received())
-        log = write_failure_log(error, "pipeline")
-        print(f"pipeline failed: {type(error).__name__}: {_first_line(error)}; log: {log}", file=sys.stderr, flush=True)
+        log = failures.write_log(error, "pipeline")
+        print(f"pipeline failed: {failures.one_line(error)}; log: {log}", file=sys.stderr, flush=True)
         return 1
     finally:
         stopping.restore(previous)
@@ -315,7 +389,7 @@ def _main(args: argparse.Namespace, stage_modules: Optional[tuple[str, ...]]) ->
     try:
         config = load_config(args.config, args.set)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        print(f"config error: {exc}\nnothing was started", file=sys.stderr)
         return 2
     if args.print_config:
         print(config.to_yaml(), end="")
@@ -328,19 +402,20 @@ def _main(args: argparse.Namespace, stage_modules: Optional[tuple[str, ...]]) ->
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    problems = preflight(config, stages)
+    problems = preflight(config)
     if not problems:
         store = Store(config.store.root, remember_hashes=not args.dry_run)
         plan = make_plan(build_instances(stages, config), store, selected, force, restart=restart,
                          level="sha256" if args.verify else config.store.verify)
         print(plan.format(store.root_uri), flush=True)
-        problems = [p for p in preflight(config, stages, plan) if p not in problems]
+        problems = stage_checks(plan, config)
     if problems:
         for problem in problems:
             print(f"config error: {problem}", file=sys.stderr)
         print(f"nothing was started ({len(problems)} problem(s) above)", file=sys.stderr)
         return 2
     if args.dry_run:
+        print(format_units(plan, config), flush=True)
         return 0
     return execute(plan, config, args.config, store)
 

@@ -285,7 +285,7 @@ class Store:
     def latest_manifest(self, stage: str, label: str) -> Optional[dict]:
         """The manifest last published for this stage and variant label (for 'why it re-runs')."""
         pointer = self._dir(stage)
-        rel = f"_latest/{_safe_name(label)}.json"
+        rel = f"_latest/{safe_name(label)}.json"
         if not pointer.exists(rel):
             return None
         try:
@@ -375,7 +375,7 @@ class Store:
             self.fs.delete_dir(partial.path)
         if retired is not None:
             self.fs.delete_dir(retired.path)
-        self._dir(stage).write_json(f"_latest/{_safe_name(manifest.get('label', key))}.json", {"key": key})
+        self._dir(stage).write_json(f"_latest/{safe_name(manifest.get('label', key))}.json", {"key": key})
         record = self._record(stage, key)  # every file was just hashed: remember them as confirmed
         record.entries = {}
         paths = [target.child(f["path"]) for f in files]
@@ -393,5 +393,6 @@ class Store:
         self.fs.copy_file(src.child(MANIFEST), dst.child(MANIFEST))
 
 
-def _safe_name(label: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in label) or "_"
+def safe_name(label: object) -> str:
+    """`label` as a file name any store takes: letters, digits and -_.= kept, the rest "_"."""
+    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in str(label)) or "_"

@@ -1,69 +1,47 @@
-"""The sweep's search space and its multi-fidelity selection, as plain data (no Ray, no torch).
+"""The sweep's search space and its multi-fidelity selection, as plain data (no Ray).
 
-A configuration is a dict of sampler settings (guidance kind, strength, sampler, steps, eta,
-p_uncond of the trained model to use, class distribution, seed) with a stable `config_id`.
+A configuration is a pipeline.generation.SamplerConfig: guidance kind and strength (from
+`sweep.guidance`, kind -> strengths), guidance interval, PAG layers, sampler, steps, eta,
+p_uncond of the trained model to use, class distribution, seed, precision and net batch.
 Training-time settings (p_uncond) only select among the cached trainings.
 
 A guided configuration with strength 0 is the plain conditional model, so it is folded into
-guidance "none" (one trial instead of one per guidance kind); the leaderboard's trade-off
-curves draw it as w = 0 of every kind.
+guidance "none" (one trial instead of one per guidance kind; SamplerConfig does the folding);
+the leaderboard's trade-off curves draw it as w = 0 of every kind.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import itertools
 from typing import Any, Iterable
 
-STRENGTH_KEYS = {"cfg": "w", "classifier": "classifier_scale", "autoguidance": "autoguidance_w", "pag": "pag_w"}
+from pipeline.diffusion.guidance import UNCONDITIONAL, guidance_kind
+from pipeline.generation.sampler_config import SamplerConfig, resolve_net_batch
+
 SELECT_METRIC = "fd_evalnet"  # the screening round's ranking (lower is better); FID when evalnet is absent
 FALLBACK_METRICS = ("fid",)
 
 
-def config_id(config: dict[str, Any]) -> str:
-    text = json.dumps({k: config[k] for k in sorted(config) if k not in ("config_id", "name")}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+def trial_device_type(sweep) -> str:
+    """The device type the sweep's trials sample on (what a null sweep.net_batch is resolved for)."""
+    return "cuda" if sweep.gpus_per_trial > 0 else "cpu"
 
 
-def config_name(c: dict[str, Any]) -> str:
-    """A short readable id: cfg_w1-ddim25-p0.1."""
-    strength = {"none": "", "classifier": f"_s{c['strength']:g}"}.get(c["guidance"], f"_w{c['strength']:g}")
-    eta = f"-eta{c['eta']:g}" if c["sampler"] == "ddim" and c["eta"] else ""
-    precision = f"-{c['precision']}" if c.get("precision", "fp32") != "fp32" else ""
-    return f"{c['guidance']}{strength}-{c['sampler']}{c['steps']}{eta}-p{c['p_uncond']:g}{precision}"
-
-
-def empty_axes(sweep) -> list[str]:
-    """The sweep's lists that would silently drop what it asks for: a guidance kind listed with no
-    strength to try, or an empty subset of models."""
-    problems = [f"sweep.{STRENGTH_KEYS[kind]} = []: sweep.guidance lists {kind}, which then has nothing to try"
-                for kind in dict.fromkeys(sweep.guidance) if kind != "none" and not getattr(sweep, STRENGTH_KEYS[kind])]
-    if sweep.p_uncond is not None and not sweep.p_uncond:
-        problems.append("sweep.p_uncond = []: no model to sweep (null sweeps every trained model)")
-    return problems
-
-
-def configurations(sweep, train_p_uncond: Iterable[float]) -> list[dict[str, Any]]:
-    """Every distinct configuration of the `sweep` section."""
+def configurations(sweep, train_p_uncond: Iterable[float]) -> list[SamplerConfig]:
+    """Every distinct configuration of the `sweep` section, in the order of its settings."""
     p_values = list(sweep.p_uncond) if sweep.p_uncond is not None else list(train_p_uncond)
-    seen: dict[str, dict[str, Any]] = {}
-    for guidance in sweep.guidance:
-        strengths = [0.0] if guidance == "none" else list(getattr(sweep, STRENGTH_KEYS[guidance]))
-        for strength in strengths:
-            kind = "none" if strength == 0 else guidance
-            for p in p_values:
-                if kind == "cfg" and p == 0:
-                    continue  # no unconditional model to guide with
-                for sampler in sweep.samplers:
-                    for steps in sweep.steps:
-                        c = {"guidance": kind, "strength": float(strength if kind != "none" else 0.0),
-                             "sampler": sampler, "steps": int(steps),
-                             "eta": float(sweep.eta) if sampler == "ddim" else 0.0,
-                             "p_uncond": float(p), "class_dist": sweep.class_dist, "seed": int(sweep.seed)}
-                        if sweep.precision != "fp32":  # absent for fp32: earlier sweeps' ids stay valid
-                            c["precision"] = sweep.precision
-                        c["config_id"] = config_id(c)
-                        c["name"] = config_name(c)
-                        seen.setdefault(c["config_id"], c)
+    net_batch = resolve_net_batch(sweep.net_batch, trial_device_type(sweep))
+    seen: dict[str, SamplerConfig] = {}
+    for kind, strengths in sweep.guidance.items():
+        needs_unconditional = UNCONDITIONAL in guidance_kind(kind).needs
+        for strength, interval, layers, p, sampler, steps in itertools.product(
+                strengths, sweep.guidance_interval, sweep.pag_layers, p_values, sweep.samplers, sweep.steps):
+            if needs_unconditional and p == 0 and strength:
+                continue  # no unconditional branch to guide with
+            config = SamplerConfig(
+                guidance=kind, strength=strength, guidance_interval=interval, pag_layers=layers, sampler=sampler,
+                steps=steps, eta=sweep.eta if sampler == "ddim" else 0.0, p_uncond=p, class_dist=sweep.class_dist,
+                seed=sweep.seed, precision=sweep.precision, net_batch=net_batch)
+            seen.setdefault(config.id, config)
     return list(seen.values())
 
 

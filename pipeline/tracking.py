@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -25,6 +26,11 @@ from pipeline.stopping import Terminated, received as stop_signal  # noqa: F401 
 
 PACKAGES = ("ray", "torch", "mlflow", "webdataset", "pyarrow", "clean-fid", "numpy", "pillow")
 MAX_PARAM_LENGTH = 6000
+# The experiment tag holding an experiment's kind (the MLflow 3.x UI writes it when a user picks
+# one); "custom_model_development" is its "Machine learning" kind, "genai_development" the GenAI one.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
+DATASET_DIGEST_CHARS = 16  # MLflow keeps at most 36 characters of a dataset digest
 
 
 def _sqlite_path(uri: str) -> Optional[Path]:
@@ -48,24 +54,12 @@ SERVER_SCHEMES = ("http", "https")
 OTHER_SCHEMES = ("databricks", "databricks-uc")
 
 
-def check_config(cfg: TrackingConfig, timeout: float = 5.0) -> list[str]:
-    """What is wrong with the `tracking` section, found before anything starts: an unknown
-    scheme, an unreachable server or database host (within `timeout` seconds), a sqlite file in a
-    directory that does not exist, an empty experiment name. One line per problem."""
-    problems = []
-    if not cfg.experiment.strip():
-        problems.append(f"tracking.experiment = {cfg.experiment!r}: an experiment name is required")
-    if not cfg.artifact_location.strip():
-        problems.append(f"tracking.artifact_location = {cfg.artifact_location!r}: a path or URI is required")
-    problem = _uri_problem(cfg.uri, timeout)
-    if problem:
-        problems.append(f"tracking.uri = {cfg.uri!r}: {problem}")
-    return problems
-
-
-def _uri_problem(uri: str, timeout: float) -> Optional[str]:
-    from urllib.parse import urlsplit
-
+def uri_form_problem(uri: str) -> Optional[str]:
+    """What makes `uri` no tracking URI this pipeline can use, judged from its text alone (an
+    unknown scheme, the file store MLflow 3 refuses, a sqlite URI without a file); None if usable.
+    A config rule (pipeline.config) names the key."""
+    if uri.split("://", 1)[0].lower() in OTHER_SCHEMES:  # databricks, databricks://profile
+        return None
     if "://" not in uri:
         return "not a tracking URI; MLflow 3 refuses the file store: use sqlite:///mlflow.db or http://host:port"
     scheme = uri.split("://", 1)[0].lower()
@@ -75,23 +69,38 @@ def _uri_problem(uri: str, timeout: float) -> Optional[str]:
         return "MLflow 3 refuses the file store: use sqlite:///mlflow.db or http://host:port"
     if base not in known:
         return f"unknown scheme {scheme!r} (known: {', '.join(known)})"
+    if base == "sqlite" and not str(_sqlite_path(uri) or ""):
+        return "a sqlite URI names a file: sqlite:///relative.db or sqlite:////absolute.db"
+    if base in SERVER_SCHEMES or (base in DATABASE_SCHEMES and base != "sqlite"):
+        from urllib.parse import urlsplit
+
+        if not urlsplit(uri).hostname:
+            return "no host in the URI"
+    return None
+
+
+def reachability_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
+    """Why the tracking store at `uri` (of a usable form) cannot be reached now, asked before
+    anything starts and within `timeout` seconds: a sqlite file's directory that does not exist,
+    an MLflow server that does not answer, a database host that refuses; None when reachable."""
+    from urllib.parse import urlsplit
+
+    base = uri.split("://", 1)[0].lower().split("+", 1)[0]
+    if base in OTHER_SCHEMES:
+        return None
     if base == "sqlite":
         db = _sqlite_path(uri)
-        if db is None or not str(db):
-            return "a sqlite URI names a file: sqlite:///relative.db or sqlite:////absolute.db"
         parent = db.resolve().parent
         if not parent.is_dir():
             return f"the directory {parent} does not exist"
         if db.exists() and not db.is_file():
             return f"{db} is not a file"
         return None
-    if base in OTHER_SCHEMES:
-        return None
-    parts = urlsplit(uri)
-    if not parts.hostname:
-        return "no host in the URI"
     if base in SERVER_SCHEMES:
         return _server_problem(uri, timeout)
+    if base not in DATABASE_SCHEMES:
+        return None
+    parts = urlsplit(uri)
     port = parts.port or DATABASE_SCHEMES[base]
     try:
         socket.create_connection((parts.hostname, port), timeout=timeout).close()
@@ -150,6 +159,27 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_POSTGRES_LOCK_KEY = int.from_bytes(b"pipeline", "big") >> 1  # any fixed bigint, unique to this use
+
+
+@contextlib.contextmanager
+def _postgres_lock(uri: str) -> Iterator[None]:
+    """A PostgreSQL advisory lock held for the block: serialises MLflow's schema creation (and the
+    experiment lookup-or-create) between processes on any host using the same database."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _POSTGRES_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _POSTGRES_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
 class Tracker:
     """The MLflow side of one pipeline process."""
 
@@ -166,22 +196,55 @@ class Tracker:
             db = db.resolve()
             self.uri = f"sqlite:///{db}"
             lock = _file_lock(db.with_name(db.name + ".lock"))
+        elif cfg.uri.startswith("postgresql"):
+            lock = _postgres_lock(cfg.uri)  # the same race on a fresh PostgreSQL database
         else:
             lock = contextlib.nullcontext()
         mlflow.set_tracking_uri(self.uri)
         with lock:
             self.client = MlflowClient(tracking_uri=self.uri)
             self.experiment_id = self._experiment()
+            self._mark_model_training()
         self.host = socket.gethostname()
 
     def _experiment(self) -> str:
         found = self.client.get_experiment_by_name(self.cfg.experiment)
         if found is not None:
             return found.experiment_id
-        location = self.cfg.artifact_location
-        if "://" not in location:
-            location = Path(location).resolve().as_uri()
-        return self.client.create_experiment(self.cfg.experiment, artifact_location=location)
+        if self.uri.startswith(("http://", "https://")):
+            # A tracking server keeps artifacts where it was told (--artifacts-destination, the object
+            # store); a local artifact_location would put them on the driver's disk instead.
+            location = None
+        else:
+            location = self.cfg.artifact_location
+            if "://" not in location:
+                location = Path(location).resolve().as_uri()
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(self.cfg.experiment, artifact_location=location)
+        except MlflowException as exc:  # another process created it between the lookup and here
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(self.cfg.experiment).experiment_id
+
+    def _mark_model_training(self) -> None:
+        """Tag the experiment a model-training one, new or made before this existed; an experiment
+        that already names its kind keeps it."""
+        if EXPERIMENT_KIND_TAG not in self.client.get_experiment(self.experiment_id).tags:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+
+    def ui_path(self, run_id: Optional[str] = None, artifact: Optional[str] = None) -> str:
+        """The MLflow UI's page of this experiment's runs, of one run, or of one of its artifacts,
+        relative to the UI's address. MLflow 3.17's UI opens every experiment as a GenAI one
+        (traces, token usage), whatever its kind tag, unless the link asks for the model-training
+        view (`workflowType`) or the user picked it in that browser."""
+        path = f"#/experiments/{self.experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+        return path + (f"/artifacts/{artifact}" if run_id and artifact else "") + "?workflowType=machine_learning"
+
+    def ui_url(self, base: str, run_id: Optional[str] = None) -> str:
+        """`ui_path` under the UI's address `base`, e.g. http://127.0.0.1:5000."""
+        return f"{base.rstrip('/')}/{self.ui_path(run_id)}"
 
     # -- runs left RUNNING by killed processes
 
@@ -230,7 +293,7 @@ class Tracker:
             self.client.set_terminated(run.info.run_id, status="FINISHED")
 
     def pipeline_run(self, config: Config, config_path: str, keys: dict[str, str],
-                     git: Optional[dict[str, str]] = None):
+                     git: Optional[dict[str, str]] = None, name: str = "pipeline"):
         tags = {
             "pipeline.config_hash": config.hash(),
             "pipeline.config_file": config_path,
@@ -239,7 +302,7 @@ class Tracker:
             **{f"store.key.{label}": key for label, key in keys.items()},
             "store.root": config.store.root,
         }
-        return self.run("pipeline", tags)
+        return self.run(name, tags)
 
 
 class RunLogger:
@@ -305,6 +368,32 @@ class RunLogger:
     def log_config(self, config: Config) -> None:
         self.log_params(flatten(config.to_dict()))
         self.log_text(config.to_yaml(), "config.yaml")
+
+    def set_description(self, markdown: str) -> None:
+        """The run's description, shown (as Markdown) on its page in the MLflow UI."""
+        self.client.set_tag(self.run_id, DESCRIPTION_TAG, markdown)
+
+    def log_dataset(self, output, context: str = "training") -> None:
+        """Record a published store output (e.g. the shards) as an MLflow dataset input of this run:
+        named by its dataset.json (source and resolution) when it has one, its URI as the source,
+        a digest of the file checksums in its manifest, and dataset.json as the profile."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        info = output.read_json("dataset.json") if output.exists("dataset.json") else {}
+        name = f"{info['source']}-{info['resolution']}px" if {"source", "resolution"} <= set(info) else output.stage
+        scheme = output.uri.split("://", 1)[0] if "://" in output.uri else "file"
+        dataset = Dataset(name=name, digest=manifest_digest(output.manifest)[:DATASET_DIGEST_CHARS],
+                          source_type="local" if scheme == "file" else scheme,
+                          source=json.dumps({"uri": output.uri}),
+                          profile=json.dumps({**info, "store_key": output.key}, sort_keys=True))
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 over a store manifest's (path, sha256) pairs: the content of an output, whatever its
+    key, timestamps or where it lies."""
+    lines = sorted(f"{f['path']}\t{f['sha256']}\n" for f in manifest.get("files", []))
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def safe_key(name: str) -> str:

@@ -12,10 +12,9 @@ from pipeline.graph import StageSpec
 
 STAGE = StageSpec(
     name="evaluate",
-    version="1",
+    version="2",
     reads=("eval", "sample"),
     inputs=("sample", "reference_stats", "train_evalnet"),
-    description="FID/KID (clean-fid) and offline metrics of the `sample` stage's images.",
     outputs=("metrics.json",),
 )
 
@@ -78,7 +77,7 @@ def run(ctx, cfg, inputs):
     ctx.log_metrics({"eval_seconds": seconds, "eval_images_per_s": info["num_images"] / seconds if seconds else 0.0})
     for key in sorted(metrics):
         ctx.log(f"{key} = {metrics[key]:.4f}")
-    result = {"metrics": metrics, "protocol": protocol, "protocol_ids": ids, "notes": notes, "trial": info["trial"],
+    result = {"metrics": metrics, "protocol": protocol, "protocol_ids": ids, "notes": notes, "config": info["config"],
               "name": info["name"], "nfe_per_image": info["nfe_per_image"], "num_images": info["num_images"]}
     ctx.out.write_json(METRICS_FILE, result)
     return {**result, "eval_seconds": round(seconds, 3)}

@@ -14,7 +14,6 @@ STAGE = StageSpec(
     version="1",
     reads=("eval",),
     inputs=("shard", "train_evalnet"),
-    description="Feature statistics of the real data per extractor (FID/KID/precision-recall references).",
     outputs=("reference.json", "stats_*.npz"),
 )
 

@@ -1,8 +1,9 @@
 """N images for one sampler configuration on a pool of Ray actors, per-image seeds.
 
-The configuration is the `sample` section (pipeline.generation.SamplerTrial); the model is the
-train_diffusion output whose p_uncond is sample.p_uncond (with its guide/ for autoguidance), the
-train_classifier output serves classifier guidance. sample.num_actors Ray actors (one CPU each)
+The configuration is the `sample` section (pipeline.generation.SamplerConfig, its null net_batch
+resolved for the actors' device); the model is the train_diffusion output whose p_uncond is
+sample.p_uncond (with its guide/ for autoguidance), the train_classifier output serves classifier
+guidance. sample.num_actors Ray actors (one CPU each)
 load the models once and take chunks of sample.chunk_size image indices; each chunk is written
 atomically as chunk_<k>.npz (images uint8 NHWC, labels, indices; no pickle), so a re-run after
 an interruption generates only the missing chunks (the runner keeps the partial output). Image
@@ -11,13 +12,14 @@ size or resumption. samples.json describes the set, grid.png shows the first 100
 MLflow artifact); images/s and NFE per image are logged.
 """
 from pipeline.graph import StageSpec
+from pipeline.resources import Units
 
 STAGE = StageSpec(
     name="sample",
-    version="1",
+    version="2",  # 2: guided-diffusion's classifier-guided DDIM; channels-last networks, bf16 as a bf16 copy
     reads=("sample", "diffusion"),
     inputs=("train_diffusion", "train_classifier"),
-    description="N images for one sampler configuration on a pool of Ray actors, per-image seeds.",
+    units=lambda cfg: Units("sampler actor", cfg.sample.num_actors, cpus=1.0, knob="sample.num_actors"),
     outputs=("samples.json", "chunk_*.npz"),
 )
 
@@ -38,25 +40,26 @@ def pick_model(train_diffusion: dict, p_uncond: float):
 def run(ctx, cfg, inputs):
     import time
 
-    from pipeline.generation import NET_BATCH, SamplerTrial, nfe_per_image, plan_chunks
+    from pipeline.diffusion.guidance import CLASSIFIER
+    from pipeline.generation import SamplerConfig, nfe_per_image, plan_chunks
     from pipeline.generation.chunks import remove_temporaries
     from pipeline.generation.pool import generate_parallel
 
     s = cfg.sample
-    trial = SamplerTrial.from_sample_config(s)
+    config = SamplerConfig.from_section(s, device_type="cpu")  # the actors take one CPU each
     model = pick_model(inputs["train_diffusion"], s.p_uncond)
-    classifier = inputs["train_classifier"].uri if trial.guidance == "classifier" else None
+    classifier = inputs["train_classifier"].uri if CLASSIFIER in config.kind.needs else None
     timesteps = int(model.read_json("model.json")["diffusion"]["timesteps"])
-    nfe = nfe_per_image(trial, timesteps)
+    nfe = nfe_per_image(config, timesteps)
     removed = remove_temporaries(ctx.out)
     if removed:
         ctx.log(f"removed {removed} temporary file(s) left by an interrupted run")
-    ctx.log(f"{trial.name}: {trial.num_images} images from {model.uri}, {nfe} network evaluations per image, "
+    ctx.log(f"{config.name}: {s.num_images} images from {model.uri}, {nfe} network evaluations per image, "
             f"{s.num_actors} actor(s)")
-    bar = ctx.progress(total=trial.num_images, desc="sample", unit="img")
+    bar = ctx.progress(total=s.num_images, desc="sample", unit="img")
     started = time.time()
     try:
-        result = generate_parallel(trial, model.uri, ctx.out, classifier_location=classifier,
+        result = generate_parallel(config, s.num_images, model.uri, ctx.out, classifier_location=classifier,
                                    num_actors=s.num_actors, chunk_size=s.chunk_size, batch_size=s.batch_size,
                                    on_chunk=lambda info: bar.update(info["num_images"]))
     finally:
@@ -65,24 +68,25 @@ def run(ctx, cfg, inputs):
         ctx.log(f"kept {result.reused_chunks} of {result.num_chunks} chunks from an interrupted run")
     ctx.log(f"{result.generated_images} images in {result.seconds:.1f}s ({result.images_per_s:.1f} images/s, "
             f"actors started in {result.startup_seconds:.1f}s)")
-    plans = plan_chunks(trial.num_images, s.chunk_size)
+    plans = plan_chunks(s.num_images, s.chunk_size)
     description = {
-        "trial": trial.to_dict(), "name": trial.name, "num_images": trial.num_images, "chunk_size": s.chunk_size,
-        "chunks": [p.name for p in plans], "image_shape": None, "nfe_per_image": nfe, "net_batch": NET_BATCH,
-        "model": {"uri": model.uri, "key": model.key, "p_uncond": trial.p_uncond},
-        "classifier": classifier, "seed_range": [trial.seed, 0, trial.num_images],
+        "config": config.to_dict(), "config_id": config.id, "name": config.name, "num_images": s.num_images,
+        "chunk_size": s.chunk_size, "chunks": [p.name for p in plans], "image_shape": None, "nfe_per_image": nfe,
+        "model": {"uri": model.uri, "key": model.key, "p_uncond": config.p_uncond},
+        "classifier": classifier, "seed_range": [config.seed, 0, s.num_images],
     }
     unet = model.read_json("model.json")["unet"]
     description["image_shape"] = [unet["image_size"], unet["image_size"], unet.get("in_channels", 3)]
     ctx.out.write_json(SAMPLES_FILE, description)
     _log_grid(ctx, plans)
-    ctx.log_params({f"sample.{k}": v for k, v in trial.to_dict().items()})
-    ctx.set_tags({"trial": trial.name, "model.key": model.key})
+    ctx.log_params({f"sample.{k}": v for k, v in
+                    {**config.to_dict(), "config_id": config.id, "num_images": s.num_images}.items()})
+    ctx.set_tags({"trial": config.name, "model.key": model.key})
     figures = {"images_per_s": result.images_per_s, "nfe_per_image": float(nfe),
                "sample_seconds": result.seconds, "startup_seconds": result.startup_seconds,
                "generated_images": float(result.generated_images), "reused_chunks": float(result.reused_chunks)}
     ctx.log_metrics(figures)
-    return {**figures, "name": trial.name, "num_images": trial.num_images, "num_chunks": result.num_chunks,
+    return {**figures, "name": config.name, "num_images": s.num_images, "num_chunks": result.num_chunks,
             "num_actors": s.num_actors, "wall_seconds": round(time.time() - started, 3)}
 
 

@@ -1,8 +1,10 @@
 """Real images -> verified WebDataset shards (train/val), in parallel on Ray.
 
 The driver lists the source and plans the shards (shard j of a split always holds the
-same samples); Ray tasks, one per shard and at most data.num_tasks at a time, decode,
-ADM-crop and write whole shards into the output directory. A shard finished by an
+same samples); Ray tasks, one per shard, decode, ADM-crop and write whole shards into the
+output directory. Parallelism comes from the data: every shard to write is submitted at once
+(or at most data.num_tasks at a time), so Ray runs as many as the cluster has CPUs for and an
+autoscaling cluster sees the whole demand, however few CPUs it had when the stage started. A shard finished by an
 interrupted run is kept (verified against its recorded size and sha256), so a re-run
 writes only the missing ones. Then shards.parquet, errors.parquet, classes.json and
 dataset.json are written, and the stage fails if fewer than data.min_success_rate of
@@ -10,39 +12,36 @@ the inputs became samples.
 """
 from pipeline.graph import StageSpec
 
+
+def units(cfg):
+    from pipeline.resources import Units
+
+    return Units("shard task", cfg.data.num_tasks, cpus=1.0, knob="data.num_tasks", per="shard to write")
+
+
 STAGE = StageSpec(
     name="shard",
     version="2",
     reads=("data",),
     inputs=(),
-    description="Real images -> verified WebDataset shards (train/val), in parallel on Ray.",
+    units=units,
     outputs=("shards.parquet", "classes.json", "dataset.json", "errors.parquet", "train-*.tar"),
 )
 
 
 def check(cfg) -> list[str]:
-    """Before anything starts: the dataset root answers (a local path, or a URI such as s3://)."""
+    """Before anything starts: a dataset URI (s3://...) answers and holds something (a local
+    data.path is checked when the config is loaded)."""
     from pipeline.store import StoreError, probe
 
-    data = cfg.data
-    if data.source in ("digits", "generated") or not data.path:
+    path = cfg.data.path
+    if cfg.data.source in ("digits", "generated") or not path or "://" not in path:
         return []
     try:
-        found = probe(data.path).type.name != "NotFound"
+        found = probe(path).type.name != "NotFound"
     except StoreError as error:
-        return [f"data.path = {data.path!r}: {error}"]
-    return [] if found else [f"data.path = {data.path!r}: no such file or directory"]
-
-
-def _write_shard_task(out_uri: str, plan, source_location, options) -> object:
-    """Runs in a Ray worker: re-open both filesystems from their URIs and write one shard."""
-    from pipeline.data.records import filesystem_and_path
-    from pipeline.data.shardwrite import write_shard
-    from pipeline.store import resolve
-
-    out_fs, out_path = resolve(out_uri)
-    source_fs = filesystem_and_path(source_location)[0] if source_location else None
-    return write_shard(out_fs, out_path, plan, source_fs, options)
+        return [f"data.path = {path!r}: {error}"]
+    return [] if found else [f"data.path = {path!r}: no such file or directory"]
 
 
 def resolve_source(data_cfg) -> tuple[str, str | None]:
@@ -63,38 +62,18 @@ def resolve_source(data_cfg) -> tuple[str, str | None]:
     return SOURCE_OF_LAYOUT[spec.layout], generate_tree(root, spec)
 
 
-def shard_in_parallel(ray, out_uri: str, plans: list, source_location, options, num_tasks: int, on_done=None) -> list:
-    """Write every planned shard with at most num_tasks Ray tasks in flight."""
-    from collections import deque
-
-    task = ray.remote(num_cpus=1, max_retries=2)(_write_shard_task)
-    pending, results, queue = [], [], deque(plans)
-    while queue or pending:
-        while queue and len(pending) < num_tasks:
-            pending.append(task.remote(out_uri, queue.popleft(), source_location, options))
-        done, pending = ray.wait(pending, num_returns=1)
-        for ref in done:
-            result = ray.get(ref)
-            results.append(result)
-            if on_done is not None:
-                on_done(result)
-    return results
-
-
 def run(ctx, cfg, inputs):
     import time
 
     import ray
 
-    from pipeline.data.build import cleanup_temporaries, finalize
+    from pipeline.data.build import cleanup_temporaries, finalize, shard_in_parallel
     from pipeline.data.manifest import CLASSES_FILE, ERRORS_FILE
     from pipeline.data.plan import plan_shards
-    from pipeline.data.preprocess import check_resolution
     from pipeline.data.shardwrite import EncodeOptions
     from pipeline.data.sources import list_source
 
     data = cfg.data
-    check_resolution(data.resolution)
     started = time.time()
     source, location = resolve_source(data)
     listing = list_source(source, location, val_fraction=data.val_fraction, seed=data.seed,
@@ -104,7 +83,7 @@ def run(ctx, cfg, inputs):
     plans = plan_shards(listing.records, data.samples_per_shard, data.seed)
     options = EncodeOptions(resolution=data.resolution, num_classes=len(listing.classes),
                             png_compress_level=data.png_compress_level, jpeg_draft=data.jpeg_draft)
-    num_tasks = data.num_tasks or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    num_tasks = min(data.num_tasks or len(plans), len(plans)) or 1  # in flight; Ray queues what waits for a CPU
     removed = cleanup_temporaries(ctx.out.fs, ctx.out.path)
     if removed:
         ctx.log(f"removed {removed} temporary file(s) left by an interrupted run")

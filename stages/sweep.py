@@ -1,4 +1,4 @@
-"""Ray Tune over guidance kind x strength x sampler x steps x p_uncond; each trial samples and evaluates.
+"""Ray Tune over guidance kind x strength x interval x sampler x steps x p_uncond; each trial samples and evaluates.
 
 No trial trains: `p_uncond` selects among the cached train_diffusion outputs. Two rounds
 (multi-fidelity): every configuration is screened with `sweep.screen_images` images, then the
@@ -14,31 +14,25 @@ configurations without a row only; nothing finished is repeated. Each trial also
 MLflow run (logged by the driver as trials complete, and at the next start for trials that
 finished while the driver was dead).
 
-Output: trials.parquet (one row per configuration and fidelity: settings, w and s, NFE per image,
-images/s, N, every metric, protocol id) and grids/<config_id>.png (one row per class).
+Output: trials.parquet (one row per configuration and fidelity: the SamplerConfig's settings with
+its id and name, w and s, NFE per image, images/s, N, every metric, protocol id, device) and
+grids/<config_id>.png (one row per class). The trial body is stages/sweep_trial.py (a helper of
+this stage, not a stage).
 """
 from pipeline.graph import StageSpec
+from pipeline.resources import Units
 
 STAGE = StageSpec(
     name="sweep",
-    version="1",
+    version="2",  # 2: as sample 2, and KID on clean-fid's subsets, intervals in the protocol
     reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
-    description="Ray Tune over guidance kind x strength x sampler x steps x p_uncond; each trial samples and evaluates.",
+    units=lambda cfg: Units("sweep trial", cfg.sweep.max_concurrent, cpus=cfg.sweep.cpus_per_trial,
+                            gpus=cfg.sweep.gpus_per_trial, knob="sweep.max_concurrent",
+                            gpu_knob="sweep.gpus_per_trial",
+                            per="configuration, as many at once as fit"),
     outputs=("trials.parquet",),
 )
-
-
-def check(cfg) -> list[str]:
-    """Axes that would leave a listed guidance kind (or every trial) out, and GPUs the private
-    instance lacks, before anything starts."""
-    from pipeline.cluster import gpu_problem
-    from pipeline.sweep_space import empty_axes
-
-    sw = cfg.sweep
-    problems = empty_axes(sw)
-    problem = gpu_problem(cfg.cluster, sw.gpus_per_trial, "sweep.gpus_per_trial")
-    return problems + ([problem] if problem else [])
 
 
 TUNE_DIR = "tune"  # the Ray Tune experiments, inside the partial output (removed once published)
@@ -61,7 +55,7 @@ def dataset_name(data) -> str:
 
 def run(ctx, cfg, inputs):
     from pipeline.sweep_space import configurations, select_top_k, selection_metric
-    from pipeline.sweep_trial import FULL, SCREEN, TrialInputs
+    from stages.sweep_trial import FULL, SCREEN, TrialInputs
 
     sw = cfg.sweep
     diffusion = {float(out.variant["train.p_uncond"]): out.uri for out in inputs["train_diffusion"].values()}
@@ -79,9 +73,9 @@ def run(ctx, cfg, inputs):
     chosen = []
     if sw.full_images > sw.screen_images:
         chosen = select_top_k(rows, sw.top_k)
-        by_id = {c["config_id"]: c for c in configs}
+        by_id = {c.id: c for c in configs}
         ctx.log(f"full round: the best {sw.top_k} of each guidance kind by {selection_metric(rows)}: "
-                + ", ".join(by_id[c]["name"] for c in chosen))
+                + ", ".join(by_id[c].name for c in chosen))
         rows += list(run_round(ctx, FULL, [by_id[c] for c in chosen], sw.full_images, trial_inputs, sw,
                                logger).values())
     for row in rows:
@@ -105,11 +99,11 @@ def run_round(ctx, fidelity, configs, num_images, trial_inputs, sw, logger) -> d
 
     from ray import tune
 
-    from pipeline import sweep_trial
+    from stages import sweep_trial
 
     done = sweep_trial.read_results(ctx.out, fidelity)
-    wanted = [c["config_id"] for c in configs]
-    pending = [c for c in configs if c["config_id"] not in done]
+    wanted = [c.id for c in configs]
+    pending = [c for c in configs if c.id not in done]
     finished_before = len(wanted) - len(pending)
     logger.resumed += finished_before
     ctx.log(f"{fidelity} round: {len(configs)} configurations at N={num_images}"
@@ -125,7 +119,7 @@ def run_round(ctx, fidelity, configs, num_images, trial_inputs, sw, logger) -> d
                                  num_images=num_images), resources)
         tuner = tune.Tuner(
             trainable,
-            param_space={"spec": tune.grid_search(pending)},
+            param_space={"spec": tune.grid_search([c.to_dict() for c in pending])},
             tune_config=tune.TuneConfig(max_concurrent_trials=sw.max_concurrent),
             run_config=tune.RunConfig(
                 name=f"{fidelity}-{time.strftime('%Y%m%dT%H%M%S')}",
@@ -135,7 +129,7 @@ def run_round(ctx, fidelity, configs, num_images, trial_inputs, sw, logger) -> d
         grid = tuner.fit()
         errors = [str(e) for e in grid.errors]
     results = sweep_trial.read_results(ctx.out, fidelity)
-    missing = [c["name"] for c in configs if c["config_id"] not in results]
+    missing = [c.name for c in configs if c.id not in results]
     if missing:
         raise RuntimeError(f"{len(missing)} trial(s) of the {fidelity} round failed ({', '.join(missing[:5])}"
                            f"{', ...' if len(missing) > 5 else ''}); finished trials are kept for the re-run. "
@@ -165,18 +159,17 @@ class TrialLogger:
         return self.ctx.out.read_json(rel)["run_id"] if self.ctx.out.exists(rel) else ""
 
     def log(self, fidelity: str, row: dict) -> None:
-        from pipeline.leaderboard import TRIAL_KIND
+        from pipeline.generation import SamplerConfig
+        from pipeline.leaderboard.mlflow_runs import trial_run_tags
+        from stages.sweep_trial import trial_row
 
         out = self.ctx.out
         marker = self._marker(fidelity, row["config_id"])
         if out.exists(marker):
             return
-        tags = {"pipeline.kind": TRIAL_KIND, "pipeline.stage": "sweep", "store.key": self.ctx.key,
-                "leaderboard.dataset": row["dataset"], "leaderboard.protocol": row["protocol"],
-                "leaderboard.protocol_json": row["protocol_json"], "sweep.fidelity": fidelity}
-        params = {k: row[k] for k in ("config_id", "name", "guidance", "strength", "w", "s", "p_uncond", "sampler",
-                                      "steps", "eta", "class_dist", "seed", "num_images", "nfe", "fidelity")}
-        params["precision"] = row.get("precision", "fp32")  # rows written before the option existed: fp32
+        tags = {**trial_run_tags(row, fidelity), "pipeline.stage": "sweep", "store.key": self.ctx.key}
+        params = {**trial_row(SamplerConfig.from_dict(row)),
+                  **{k: row[k] for k in ("num_images", "nfe", "fidelity", "device")}}
         metrics = {k: v for k, v in row.items() if k not in params and isinstance(v, (int, float))
                    and not isinstance(v, bool) and v is not None}
         with self.tracker.run(f"{row['name']} N={row['num_images']}", tags, parent=self.parent) as run:
@@ -190,7 +183,8 @@ class TrialLogger:
     def callback(self, fidelity: str, total: int, before: int):
         from ray import tune
 
-        from pipeline.sweep_trial import result_path
+        from pipeline.generation import SamplerConfig
+        from stages.sweep_trial import result_path
 
         logger = self
 
@@ -198,7 +192,7 @@ class TrialLogger:
             count = before
 
             def on_trial_complete(self, iteration, trials, trial, **info):
-                cid = trial.config["spec"]["config_id"]
+                cid = SamplerConfig.from_dict(trial.config["spec"]).id
                 if not logger.ctx.out.exists(result_path(fidelity, cid)):
                     return
                 row = logger.ctx.out.read_json(result_path(fidelity, cid))

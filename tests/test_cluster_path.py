@@ -30,7 +30,7 @@ def test_imagenet64_follows_the_cfg_papers_protocol(imagenet64):
     assert c.train.p_uncond == [0.1, 0.2, 0.5]
     assert c.sweep.p_uncond is None  # every trained model
     assert "none" in c.sweep.guidance and "cfg" in c.sweep.guidance  # w = 0 is the unguided model
-    assert min(c.sweep.w) > 0 and max(c.sweep.w) == 4.0
+    assert min(c.sweep.guidance["cfg"]) > 0 and max(c.sweep.guidance["cfg"]) == 4.0
     assert c.sweep.full_images == 50_000 and c.sample.num_images == 50_000
     assert "inception" in c.eval.extractors and c.eval.require_inception
     assert c.sweep.gpus_per_trial >= 1 and c.train.use_gpu
@@ -51,29 +51,32 @@ def test_imagenet64_model_is_adms(imagenet64):
 
 def test_imagenet64_has_an_adm_g_classifier_guidance_setting(imagenet64):
     assert "classifier" in imagenet64.sweep.guidance
-    assert 1.0 in imagenet64.sweep.classifier_scale
+    assert 1.0 in imagenet64.sweep.guidance["classifier"]
     assert imagenet64.classifier.base_channels == 128 and imagenet64.classifier.num_res_blocks == 4
 
 
 def test_imagenet64_reported_rows_file_loads(imagenet64):
     from pipeline.leaderboard import load_reported, resolve_reported
 
-    path = resolve_reported(imagenet64.sweep.reported)
-    spec = yaml.safe_load(path.read_text())
-    assert spec["dataset"] == "imagenet-64px" and "Ho & Salimans" in spec["citation"]
-    rows = load_reported(path)
+    from pipeline.diffusion.guidance import GUIDANCE
+
+    paths = resolve_reported(imagenet64.sweep.reported)
+    specs = [yaml.safe_load(path.read_text()) for path in paths]
+    assert all(spec["dataset"] == "imagenet-64px" for spec in specs)
+    assert any("Ho & Salimans" in spec["citation"] for spec in specs)
+    rows = load_reported(paths)
     for _, row in rows.iterrows():  # whatever is filled in carries its numbers and the settings
-        assert row["source"] == "reported" and row["guidance"] in ("none", "cfg", "classifier")
+        assert row["source"] == "reported" and row["guidance"] in GUIDANCE
         assert row.get("fid") is not None or row.get("is") is not None
 
 
-def _kuberay() -> list[dict]:
-    return list(yaml.safe_load_all((REPO / "cluster/kuberay.yaml").read_text()))
+def _kuberay(name: str = "kuberay.yaml") -> list[dict]:
+    return list(yaml.safe_load_all((REPO / "cluster" / name).read_text()))
 
 
 def test_kuberay_has_a_ray_job_with_a_cpu_head_and_autoscaling_gpu_workers():
     docs = {d["kind"]: d for d in _kuberay()}
-    assert set(docs) == {"PersistentVolumeClaim", "RayJob"}
+    assert set(docs) == {"RayJob"}  # the volume it uses outlives it: cluster/kuberay-storage.yaml
     job = docs["RayJob"]
     assert job["apiVersion"] == "ray.io/v1" and job["metadata"]["name"]
     assert "python -m pipeline.run --config configs/imagenet64.yaml" in job["spec"]["entrypoint"]
@@ -90,8 +93,8 @@ def test_kuberay_has_a_ray_job_with_a_cpu_head_and_autoscaling_gpu_workers():
             assert int(c["resources"]["limits"]["nvidia.com/gpu"]) >= 1 and c["image"]
 
 
-def test_kuberay_mounts_the_shared_store_everywhere_and_runs_mlflow_on_loopback():
-    docs = {d["kind"]: d for d in _kuberay()}
+def test_kuberay_mounts_the_shared_store_everywhere_and_logs_to_the_mlflow_service():
+    docs = {d["kind"]: d for d in _kuberay() + _kuberay("kuberay-storage.yaml")}
     claim = docs["PersistentVolumeClaim"]
     assert "ReadWriteMany" in claim["spec"]["accessModes"]
     cluster = docs["RayJob"]["spec"]["rayClusterSpec"]
@@ -103,10 +106,10 @@ def test_kuberay_mounts_the_shared_store_everywhere_and_runs_mlflow_on_loopback(
         assert store, "a pod without the shared store"
         for c in pod["containers"]:
             assert any(m["name"] == store[0] and m["mountPath"] == "/store" for m in c["volumeMounts"])
-    mlflow = [c for c in pods[0]["containers"] if c["name"] == "mlflow"]
-    assert mlflow and "mlflow server --host 127.0.0.1" in " ".join(mlflow[0]["args"])
+    mlflow = {d["kind"]: d for d in _kuberay("kuberay-mlflow.yaml")}
+    service = f"{mlflow['Service']['metadata']['name']}:{mlflow['Service']['spec']['ports'][0]['port']}"
     entry = docs["RayJob"]["spec"]["entrypoint"]
-    assert "store.root=/store/runs" in entry and "tracking.uri=http://127.0.0.1:5000" in entry
+    assert "store.root=/store/runs" in entry and f"tracking.uri=http://{service}" in entry
     text = (REPO / "cluster/kuberay.yaml").read_text()
     for secret in ("aws_secret_access_key", "AWS_SECRET", "MLFLOW_TRACKING_TOKEN="):
         assert secret not in text

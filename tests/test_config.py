@@ -1,6 +1,8 @@
 """Config loading: strict validation with messages naming key, value and origin; overrides; hashes."""
 from __future__ import annotations
 
+import dataclasses
+import re
 import subprocess
 import sys
 import time
@@ -35,7 +37,7 @@ BAD_CONFIGS = [
     (["train.batch_size=127"], "train.batch_size = 127", "split evenly over train.num_workers = 2"),
     (["evalnet.feature_dim=96"], "evalnet.feature_dim = 96", "evalnet.width = 32 times a power of 2"),
     (["sample.p_uncond=0.3"], "sample.p_uncond = 0.3", "no model is trained with it"),
-    (["sweep.w=[0,-1]"], "sweep.w[1] = -1.0", "non-negative"),
+    (["sweep.guidance.cfg=[0,-1]"], "sweep.guidance.cfg[1] = -1.0", "non-negative"),
     (["data.source=imagefolder"], "data.path = None", "needs a dataset path"),
     (["data.source=parquet", "data.path=/no/such/dir"], "data.path = '/no/such/dir'", "no such file"),
     (["tracking.uri=./mlruns"], "tracking.uri = './mlruns'", "refuses the file store"),
@@ -45,7 +47,40 @@ BAD_CONFIGS = [
     (["train=3"], "train = 3", "expected a mapping"),
     (["train.lr"], "train.lr", "must look like section.key=value"),
     (["diffusion.lambda_min=30"], "diffusion.lambda_min = 30.0", "below diffusion.lambda_max"),
+    # the sampler configuration (pipeline.generation.sampler_config)
+    (["sample.guidance=cgf"], "sample.guidance = 'cgf'", "must be one of 'none', 'cfg'"),
+    (["sweep.guidance={cgf: [1.0]}"], "sweep.guidance.cgf = [1.0]", "not a guidance kind"),
+    (["sweep.guidance=[none, cfg]"], "sweep.guidance", "expected a mapping of str to lists of float"),
+    (["sweep.guidance.none=[1.0]"], "sweep.guidance.none[0] = 1.0", "the unguided model has no strength"),
+    (["sweep.guidance_interval=[null, [0.5, 0.5]]"], "sweep.guidance_interval[1]", "0 <= lo < hi <= 1"),
+    (["sample.guidance=pag", "sample.pag_layers=output_blocks.9.1"], "sample.pag_layers = 'output_blocks.9.1'",
+     "not a self-attention layer of this UNet (it has input_blocks.3.1, middle_block.1"),
+    (["sweep.pag_layers=[paper, 'middle_block.1,']"], "sweep.pag_layers[1]", "layer names separated by commas"),
+    (["sample.net_batch=0"], "sample.net_batch = 0", "at least 1"),
+    (["train.p_uncond=[0.0]", "sample.p_uncond=0.0"], "sample.guidance = 'cfg'", "p_uncond > 0"),
 ]
+
+# Keys the typed sampler configuration replaced: refused at load, naming the new key.
+RENAMED = [
+    ("sample.w=2.0", "sample.strength"),
+    ("sweep.w=[0,1]", "sweep.guidance.cfg"),
+    ("sweep.classifier_scale=[1,4]", "sweep.guidance.classifier"),
+    ("sweep.autoguidance_w=[1]", "sweep.guidance.autoguidance"),
+    ("sweep.pag_w=[1]", "sweep.guidance.pag"),
+]
+
+
+@pytest.mark.parametrize("override,new_key", RENAMED)
+def test_renamed_sampler_keys_fail_naming_the_new_key(override, new_key, tmp_path):
+    with pytest.raises(ConfigError, match=rf"no longer a key: use {new_key}"):
+        load_config(DEFAULT_CONFIG, [override])
+    section, rest = override.split(".", 1)
+    key, value = rest.split("=")
+    path = tmp_path / "old.yaml"
+    path.write_text(f"{section}:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and f"{section}.{key}" in str(info.value) and new_key in str(info.value)
 
 
 @pytest.mark.parametrize("overrides,key,text", BAD_CONFIGS, ids=[" ".join(c[0]) for c in BAD_CONFIGS])
@@ -84,10 +119,10 @@ def test_a_missing_file_and_invalid_yaml(tmp_path):
 
 
 def test_overrides_parse_yaml_values():
-    config = load_config(DEFAULT_CONFIG, ["train.lr=1e-4", "sweep.w=[0,0.5,1]", "sample.guidance_interval=null",
-                                          "train.guide.kind=early", "sample.eta=0.5"])
+    config = load_config(DEFAULT_CONFIG, ["train.lr=1e-4", "sweep.guidance.cfg=[0,0.5,1]",
+                                          "sample.guidance_interval=null", "train.guide.kind=early", "sample.eta=0.5"])
     assert config.train.lr == 1e-4
-    assert config.sweep.w == [0.0, 0.5, 1.0]
+    assert config.sweep.guidance["cfg"] == [0.0, 0.5, 1.0]
     assert config.train.guide.kind == "early"
     assert config.sample.eta == 0.5
 
@@ -145,3 +180,42 @@ def test_cli_print_config_prints_the_resolved_config(tmp_path):
     assert printed["train"]["lr"] == 0.001
     assert set(printed) == {"data", "model", "diffusion", "train", "classifier", "evalnet", "sample", "eval",
                             "sweep", "tracking", "store", "cluster"}
+
+
+@pytest.mark.parametrize("overrides,message", [
+    # the UNet puts attention in its middle block too: a head size that does not divide it fails
+    # at load, not when training builds the network
+    (["model.attention_resolutions=[]", "model.num_head_channels=48"], "model.num_head_channels = 48: must divide"),
+    (["classifier.num_head_channels=48"], "classifier.num_head_channels = 48: must divide"),
+    (["classifier.attention_resolutions=[3]"], "classifier.attention_resolutions[0] = 3: attention resolution 3 px"),
+    (["classifier.channel_mult=[1,2,2,2,2]"], "data.resolution = 8: the network cannot take it: not divisible by 2**(len(classifier.channel_mult) - 1) = 16"),
+    (["classifier.batch_size=63"], "split evenly over classifier.num_workers = 2"),
+])
+def test_the_networks_own_checks_run_at_load_naming_the_config_key(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(DEFAULT_CONFIG, overrides)
+
+
+def test_train_classifier_and_evalnet_share_the_training_keys():
+    from pipeline.config import ClassifierConfig, EvalnetConfig, TrainConfig, TrainingFields
+
+    shared = {f.name for f in dataclasses.fields(TrainingFields)}
+    assert {"warmup_kimg", "grad_clip", "checkpoint_kimg", "keep_checkpoints"} <= shared
+    for section in (TrainConfig, ClassifierConfig, EvalnetConfig):
+        assert shared <= {f.name for f in dataclasses.fields(section)}
+    with pytest.raises(ConfigError, match=r"classifier.grad_clip = 0.0: must be greater than 0"):
+        load_config(DEFAULT_CONFIG, ["classifier.grad_clip=0"])
+
+
+def test_the_classifier_trains_as_before_and_reads_its_training_keys():
+    from pipeline.training.spec import train_spec
+
+    for path, extra in ((DEFAULT_CONFIG, []), (REPO / "configs/imagenet64.yaml", ["data.path=/"])):
+        cl = load_config(path, extra).classifier
+        spec = train_spec(cl)  # what train_spec hard-coded before the classifier had these keys
+        assert (spec.warmup_kimg, spec.grad_clip, spec.keep_checkpoints) == (min(cl.kimg / 10, 1.0), 1.0, 2)
+        assert spec.checkpoint_kimg == max(cl.kimg / 4, cl.batch_size / 1000)
+    cl = load_config(DEFAULT_CONFIG, ["classifier.grad_clip=3", "classifier.warmup_kimg=0.5",
+                                      "classifier.checkpoint_kimg=6", "classifier.keep_checkpoints=4"]).classifier
+    spec = train_spec(cl)
+    assert (spec.grad_clip, spec.warmup_kimg, spec.checkpoint_kimg, spec.keep_checkpoints) == (3.0, 0.5, 6.0, 4)

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from pipeline import leaderboard as lb
-from pipeline.leaderboard_plots import image_grid, leaderboard_plots, pareto_front
+from pipeline.diffusion.guidance import guidance_kind
+from pipeline.generation.grid import class_grid_png
+from pipeline.leaderboard.plots import leaderboard_plots, pareto_front
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -72,9 +74,9 @@ def test_fid_is_preferred_when_present():
 
 
 def test_guidance_strengths():
-    assert lb.guidance_strengths("cfg", 1.5) == (1.5, 2.5)
-    assert lb.guidance_strengths("none", 0.0) == (0.0, 1.0)
-    assert lb.guidance_strengths("classifier", 4.0) == (None, 4.0)
+    assert guidance_kind("cfg").table(1.5) == (1.5, 2.5)
+    assert guidance_kind("none").table(0.0) == (0.0, 1.0)
+    assert guidance_kind("classifier").table(4.0) == (None, 4.0)
 
 
 def test_markdown_has_a_table_per_protocol_with_every_column():
@@ -103,7 +105,7 @@ def test_csv_and_parquet_round_trip(tmp_path):
 def test_html_is_self_contained(tmp_path):
     ranked = lb.rank(synthetic_rows())
     plots = leaderboard_plots(ranked[ranked["protocol"] == "A"])
-    grid = image_grid(np.full((20, 8, 8, 3), 200, np.uint8), np.arange(20) % 10)
+    grid = class_grid_png(np.full((20, 8, 8, 3), 200, np.uint8), np.arange(20) % 10)
     page = lb.to_html(ranked, plots, {"cfg w=1": grid})
     assert "<style>" in page and "<table" in page
     assert not re.search(r"(src|href)=['\"](?!data:)", page), "an external resource"
@@ -136,7 +138,7 @@ def test_image_grid_has_one_row_per_class():
     images = np.zeros((30, 4, 4, 3), np.uint8)
     labels = np.arange(30) % 3
     images[labels == 1] = 255
-    png = image_grid(images, labels, per_class=5)
+    png = class_grid_png(images, labels, per_class=5)
     img = np.asarray(Image.open(io.BytesIO(png)))
     assert img.shape == (3 * 5 + 1, 5 * 5 + 1, 3)
     assert img[6:10, 1:5].min() == 255 and img[1:5, 1:5].max() == 0

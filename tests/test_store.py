@@ -142,3 +142,15 @@ def test_directory_at_a_uri_its_subdirs_and_local_files(tmp_path):
     with remote.local_file("sub/grid.png") as path:  # elsewhere: a temporary copy with the same name
         assert os.path.basename(path) == "grid.png" and open(path, "rb").read() == b"png"
     assert not os.path.exists(path)
+
+
+def test_safe_name_keeps_a_label_readable_and_never_empty(tmp_path):
+    from pipeline.store import safe_name
+
+    assert safe_name("guidance=cfg w=1.5/ddim") == "guidance=cfg_w=1.5_ddim"
+    assert safe_name("") == "_" and safe_name(0.5) == "0.5"
+    store = Store(str(tmp_path / "root"))
+    _write_output(store)
+    store.publish("stage", "k1", {"label": "p_uncond=0.1 / w=2"})
+    assert store.latest_manifest("stage", "p_uncond=0.1 / w=2")["key"] == "k1"
+    assert (tmp_path / "root/stage/_latest/p_uncond=0.1___w=2.json").is_file()

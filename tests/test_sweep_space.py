@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pytest
 
+from dataclasses import replace
+
 from pipeline.config import load_config
-from pipeline.sweep_space import config_id, configurations, select_top_k
+from pipeline.sweep_space import configurations, select_top_k
 from stages.sweep import dataset_name
 
 
@@ -15,26 +17,26 @@ def _cfg(*sets):
 def test_default_space_covers_every_kind_and_folds_strength_zero_into_unguided():
     cfg = _cfg()
     configs = configurations(cfg.sweep, cfg.train.p_uncond)
-    kinds = {c["guidance"] for c in configs}
+    kinds = {c.guidance for c in configs}
     assert kinds == {"none", "cfg", "classifier", "autoguidance", "pag"}
     # cfg w=0 is the conditional model: one "none" trial per (p_uncond, sampler, steps), not two
     per_cell = len(cfg.train.p_uncond) * len(cfg.sweep.samplers) * len(cfg.sweep.steps)
-    assert sum(c["guidance"] == "none" for c in configs) == per_cell
-    assert sum(c["guidance"] == "cfg" for c in configs) == per_cell * sum(w > 0 for w in cfg.sweep.w)
-    assert len({c["config_id"] for c in configs}) == len(configs)
-    assert all(c["strength"] > 0 for c in configs if c["guidance"] != "none")
+    assert sum(c.guidance == "none" for c in configs) == per_cell
+    assert sum(c.guidance == "cfg" for c in configs) == per_cell * sum(w > 0 for w in cfg.sweep.guidance["cfg"])
+    assert len({c.id for c in configs}) == len(configs)
+    assert all(c.strength > 0 for c in configs if c.guidance != "none")
 
 
 def test_ids_are_stable_and_depend_on_every_setting():
     cfg = _cfg()
     a = configurations(cfg.sweep, cfg.train.p_uncond)
     b = configurations(cfg.sweep, cfg.train.p_uncond)
-    assert [c["config_id"] for c in a] == [c["config_id"] for c in b]
-    c = dict(a[1])
-    ids = {config_id(c)}
+    assert [c.id for c in a] == [c.id for c in b]
+    c = next(c for c in a if c.guided)  # the unguided model has no strength to vary
+    ids = {c.id}
     for key, value in (("steps", 7), ("p_uncond", 0.5), ("sampler", "ddpm"), ("seed", 3), ("strength", 9.0),
                        ("eta", 0.3), ("class_dist", "uniform")):
-        ids.add(config_id({**c, key: value}))
+        ids.add(replace(c, **{key: value}).id)
     assert len(ids) == 8
 
 
@@ -43,7 +45,7 @@ def test_the_sample_section_does_not_touch_the_sweep():
     from pipeline.graph import build_instances, load_stages
 
     stages = load_stages()
-    keys = [{i.name: i.key for i in build_instances(stages, _cfg(*sets))} for sets in ((), ("sample.w=3.0",
+    keys = [{i.name: i.key for i in build_instances(stages, _cfg(*sets))} for sets in ((), ("sample.strength=3.0",
                                                                                            "sample.eta=0.5"))]
     assert keys[0]["sweep"] == keys[1]["sweep"] and keys[0]["sample"] != keys[1]["sample"]
 
@@ -51,16 +53,16 @@ def test_the_sample_section_does_not_touch_the_sweep():
 def test_p_uncond_selects_models_and_cfg_needs_an_unconditional_model():
     cfg = _cfg("train.p_uncond=[0.0,0.1,0.2]", "sweep.p_uncond=[0.0,0.2]")
     configs = configurations(cfg.sweep, cfg.train.p_uncond)
-    assert {c["p_uncond"] for c in configs} == {0.0, 0.2}
-    assert not [c for c in configs if c["guidance"] == "cfg" and c["p_uncond"] == 0.0]
-    assert [c for c in configs if c["guidance"] == "classifier" and c["p_uncond"] == 0.0]
+    assert {c.p_uncond for c in configs} == {0.0, 0.2}
+    assert not [c for c in configs if c.guidance == "cfg" and c.p_uncond == 0.0]
+    assert [c for c in configs if c.guidance == "classifier" and c.p_uncond == 0.0]
 
 
 def test_eta_applies_to_ddim_only():
     cfg = _cfg("sweep.eta=0.5", "sweep.samplers=[ddim,ddpm]")
     configs = configurations(cfg.sweep, cfg.train.p_uncond)
-    assert {c["eta"] for c in configs if c["sampler"] == "ddim"} == {0.5}
-    assert {c["eta"] for c in configs if c["sampler"] == "ddpm"} == {0.0}
+    assert {c.eta for c in configs if c.sampler == "ddim"} == {0.5}
+    assert {c.eta for c in configs if c.sampler == "ddpm"} == {0.0}
 
 
 def test_top_k_per_guidance_kind_by_fd_evalnet():
@@ -90,8 +92,67 @@ def test_dataset_names():
 def test_bf16_precision_marks_every_configuration_and_leaves_fp32_ids_alone():
     fp32 = configurations(_cfg().sweep, [0.1])
     bf16 = configurations(_cfg("sweep.precision=bf16").sweep, [0.1])
-    assert all("precision" not in c for c in fp32)  # ids of sweeps run before the option stay valid
-    assert all(c["precision"] == "bf16" and c["name"].endswith("-bf16") for c in bf16)
-    assert not {c["config_id"] for c in fp32} & {c["config_id"] for c in bf16}
+    assert all("precision" not in c.identity for c in fp32)  # ids of sweeps run before the option stay valid
+    assert all(c.precision == "bf16" and c.name.endswith("-bf16") for c in bf16)
+    assert not {c.id for c in fp32} & {c.id for c in bf16}
     with pytest.raises(ValueError, match="sweep.precision"):
         _cfg("sweep.precision=fp16")
+
+
+def test_ids_made_before_the_typed_configuration_still_name_the_same_images():
+    """Ids are sha256 of the settings; settings added later (interval, PAG layers, precision, net
+    batch) are left out at the value earlier configurations implicitly had, so the ids of earlier
+    sweeps (e.g. in MLflow) still name these configurations, and a change of images changes the id."""
+    by_name = {c.name: c for c in configurations(_cfg().sweep, [0.1, 0.2])}
+    assert by_name["cfg-w2-ddim10-p0.1"].id == "97a19c2cbdef"
+    assert by_name["none-ddim10-p0.1"].id == "40a8b6703da4"
+    pag = by_name["pag-w1-ddim10-p0.1"]
+    assert replace(pag, pag_layers="all").id == "eb519271b88e"  # every layer perturbed, as before
+    assert pag.id != "eb519271b88e"  # the paper's layers make other images
+
+
+def test_the_space_sweeps_guidance_intervals_and_pag_layers_for_guided_configurations_only():
+    sweep = _cfg("sweep.guidance={none: [0.0], cfg: [1.0], pag: [1.0]}", "sweep.guidance_interval=[null, [0.2, 0.8]]",
+                 "sweep.pag_layers=[paper, all]", "sweep.steps=[10]").sweep
+    configs = configurations(sweep, [0.1])
+    assert sorted(c.name for c in configs) == sorted([
+        "none-ddim10-p0.1", "cfg-w1-ddim10-p0.1", "cfg-w1-i0.2-0.8-ddim10-p0.1", "pag-w1-ddim10-p0.1",
+        "pag-w1-layersall-ddim10-p0.1", "pag-w1-i0.2-0.8-ddim10-p0.1", "pag-w1-i0.2-0.8-layersall-ddim10-p0.1"])
+    assert len({c.id for c in configs}) == len(configs)
+
+
+def test_net_batch_is_resolved_by_the_trials_device_and_is_part_of_the_identity():
+    cpu = configurations(_cfg().sweep, [0.1])
+    gpu = configurations(_cfg("sweep.gpus_per_trial=1").sweep, [0.1])
+    assert {c.net_batch for c in cpu} == {64} and {c.net_batch for c in gpu} == {256}
+    assert not {c.id for c in cpu} & {c.id for c in gpu}
+    assert {c.net_batch for c in configurations(_cfg("sweep.net_batch=32").sweep, [0.1])} == {32}
+
+
+def _imports(path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+    return names
+
+
+def test_the_trial_body_is_a_helper_of_the_sweep_stage_and_no_stage_imports_another():
+    """stages/sweep_trial.py runs inside the sweep's Tune trials: stage code, so it lives in
+    stages/ (it is no stage: no STAGE), and the library does not import it."""
+    import importlib
+    from pathlib import Path
+
+    from pipeline.graph import STAGE_MODULES
+
+    root = Path(__file__).resolve().parent.parent
+    assert not hasattr(importlib.import_module("stages.sweep_trial"), "STAGE")
+    for path in (root / "pipeline").rglob("*.py"):
+        assert not [n for n in _imports(path) if n.startswith("stages.sweep_trial") or n == "stages.sweep"], path
+    for path in (root / "stages").glob("*.py"):
+        others = set(STAGE_MODULES) - {f"stages.{path.stem}"}
+        assert not _imports(path) & others, path

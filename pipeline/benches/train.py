@@ -23,16 +23,15 @@ QUICK = dict(base_channels=16, batch=32, kimg=1.6, warmup_steps=5)
 
 
 def _digits_shards() -> str:
-    """Digits shards (cached across runs), written by the shard stage's own functions."""
+    """Digits shards (cached across runs), written by the shard stage's own library functions."""
     import pyarrow.fs as pafs
     import ray
 
-    from pipeline.data.build import finalize
+    from pipeline.data.build import finalize, shard_in_parallel
     from pipeline.data.manifest import DATASET_FILE
     from pipeline.data.plan import plan_shards
     from pipeline.data.shardwrite import EncodeOptions
     from pipeline.data.sources import list_source
-    from stages.shard import shard_in_parallel
 
     out = os.path.join(CACHE_DIR, "digits")
     if os.path.exists(os.path.join(out, DATASET_FILE)):

@@ -1,5 +1,5 @@
-"""Driver-side bookkeeping of a sharding run, independent of how shards are executed:
-plan the shards, then turn the per-shard results into the dataset's manifest, error
+"""Driver-side bookkeeping of a sharding run: plan the shards, write them (in this process, or
+in the caller's Ray tasks), then turn the per-shard results into the dataset's manifest, error
 report and label set, and enforce the minimum success rate."""
 from __future__ import annotations
 
@@ -114,13 +114,41 @@ def build_serially(
     """Shard a listing in this process (tests, small datasets); the stage runs the same
     per-shard function in Ray tasks."""
     from pipeline.data.plan import plan_shards
-    from pipeline.data.records import filesystem_and_path
     from pipeline.data.shardwrite import write_shard
 
     if source_fs is None:
-        source_fs = filesystem_and_path("/")[0]
+        source_fs = pafs.LocalFileSystem()
     fs.create_dir(out_dir, recursive=True)
     cleanup_temporaries(fs, out_dir)
     plans = plan_shards(listing.records, samples_per_shard, seed)
     results = [write_shard(fs, out_dir, plan, source_fs, options) for plan in plans]
     return finalize(fs, out_dir, listing, plans, results, options, min_success_rate=min_success_rate, source=source)
+
+
+def _write_shard_task(out_uri: str, plan, source_location, options) -> object:
+    """Runs in a Ray worker: re-open both filesystems from their URIs and write one shard."""
+    from pipeline.data.shardwrite import write_shard
+    from pipeline.store import resolve
+
+    out_fs, out_path = resolve(out_uri)
+    source_fs = resolve(source_location)[0] if source_location else None
+    return write_shard(out_fs, out_path, plan, source_fs, options)
+
+
+def shard_in_parallel(ray, out_uri: str, plans: list, source_location, options, num_tasks: int, on_done=None) -> list:
+    """Write every planned shard with at most num_tasks Ray tasks in flight. `ray` is the
+    caller's Ray module (the shard stage's, the shard bench's): pipeline/data imports no Ray."""
+    from collections import deque
+
+    task = ray.remote(num_cpus=1, max_retries=2)(_write_shard_task)
+    pending, results, queue = [], [], deque(plans)
+    while queue or pending:
+        while queue and len(pending) < num_tasks:
+            pending.append(task.remote(out_uri, queue.popleft(), source_location, options))
+        done, pending = ray.wait(pending, num_returns=1)
+        for ref in done:
+            result = ray.get(ref)
+            results.append(result)
+            if on_done is not None:
+                on_done(result)
+    return results

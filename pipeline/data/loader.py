@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipeline.data import manifest
 from pipeline.data.labels import ClassSet
 from pipeline.data.preprocess import decode_png
-from pipeline.data.records import filesystem_and_path
+from pipeline.store import resolve
 
 
 class ShardIntegrityError(RuntimeError):
@@ -55,7 +55,7 @@ class ShardedDataset:
 
     def __init__(self, location: str, filesystem: pafs.FileSystem | None = None):
         if filesystem is None:
-            filesystem, location = filesystem_and_path(location)
+            filesystem, location = resolve(location)
         self.fs, self.root = filesystem, location
         self.entries = manifest.read_shards_table(filesystem, location)
         for entry in self.entries:
@@ -212,9 +212,12 @@ class ShardBatches(IterableDataset):
         return images, labels
 
 
-def make_loader(dataset: ShardedDataset | str, spec: StreamSpec) -> DataLoader:
+def make_loader(dataset: ShardedDataset | str, spec: StreamSpec, pin_memory: bool = False) -> DataLoader:
     """A DataLoader over one split: infinite and shuffled for training (resume with
-    spec.start_image), or a single ordered pass for evaluation (infinite=False)."""
+    spec.start_image), or a single ordered pass for evaluation (infinite=False). With
+    spec.num_workers > 0 the shards are read and decoded in that many worker processes (the
+    stream is still a function of the spec alone, see the module docstring); `pin_memory`
+    puts batches in page-locked memory for fast, asynchronous copies to a GPU."""
     if isinstance(dataset, str):
         dataset = ShardedDataset(dataset)
     if spec.dtype not in ("float", "uint8"):
@@ -238,4 +241,5 @@ def make_loader(dataset: ShardedDataset | str, spec: StreamSpec) -> DataLoader:
         num_workers=spec.num_workers,
         persistent_workers=False,
         prefetch_factor=2 if spec.num_workers else None,
+        pin_memory=pin_memory,
     )

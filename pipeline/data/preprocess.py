@@ -14,13 +14,7 @@ from PIL import Image
 
 from pipeline.data.records import BadInput
 
-MIN_RESOLUTION, MAX_RESOLUTION = 8, 256
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own default limit (about 0.25 GB as RGB)
-
-
-def check_resolution(resolution: int) -> None:
-    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
-        raise ValueError(f"resolution must be in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], got {resolution}")
 
 
 def adm_halved_size(size: tuple[int, int], resolution: int) -> tuple[int, int]:

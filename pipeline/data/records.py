@@ -9,8 +9,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Union
 
-import pyarrow.fs as pafs
-
 
 @dataclass(frozen=True, slots=True)
 class WholeFile:
@@ -136,11 +134,3 @@ def unique_keys(records: list[Record]) -> list[Record]:
         out.append(r)
     return out
 
-
-def filesystem_and_path(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
-    """Open a local path or a URI (s3://, gs://, file://) as a pyarrow filesystem + path."""
-    if "://" in uri_or_path:
-        return pafs.FileSystem.from_uri(uri_or_path)
-    import os
-
-    return pafs.LocalFileSystem(), os.path.abspath(uri_or_path)

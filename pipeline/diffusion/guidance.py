@@ -8,10 +8,15 @@ guiding pass is skipped for those images.
 
 Each wrapper keeps the learned variance of the conditional / main pass (as GLIDE and ADM do):
 guidance changes eps only.
+
+``GUIDANCE`` is the registry of guidance kinds the pipeline samples with: each kind's wrapper,
+what its strength is called and means, its (w, s) for tables and what it needs beyond the main
+model. A new kind is a wrapper and one ``register(GuidanceKind(...))``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -105,13 +110,15 @@ class AutoGuidance:
 
 class PerturbedAttentionGuidance:
     """Perturbed-attention guidance (Ahn et al., 2024, eq. 12-14): the guiding pass replaces
-    every self-attention map by the identity, PSA(Q, K, V) = V, and
-    eps~ = eps + w (eps - eps_perturbed). Plain and perturbed passes share ONE forward: the
-    denoiser must accept ``perturb_attention``, a bool [B] marking the rows to perturb (as
-    ``NetworkDenoiser`` over ``pipeline.nets.unet.UNet`` does)."""
+    the self-attention maps of ``layers`` (None: every layer) by the identity, PSA(Q, K, V) = V,
+    and eps~ = eps + w (eps - eps_perturbed). Plain and perturbed passes share ONE forward: the
+    denoiser must accept ``perturb_attention``, a bool [B] marking the rows to perturb, and
+    ``perturb_layers``, the layer names (as ``NetworkDenoiser`` over ``pipeline.nets.unet.UNet``
+    does; ``pipeline.nets.unet.pag_layers`` chooses them)."""
 
-    def __init__(self, denoiser: Denoiser, w: float, interval: Optional[tuple[int, int]] = None):
-        self.denoiser, self.w, self.interval = denoiser, float(w), interval
+    def __init__(self, denoiser: Denoiser, w: float, interval: Optional[tuple[int, int]] = None,
+                 layers: Optional[frozenset[str]] = None):
+        self.denoiser, self.w, self.interval, self.layers = denoiser, float(w), interval, layers
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor], **kwargs) -> DenoiserOutput:
         active = guidance_active(t, self.interval)
@@ -127,6 +134,8 @@ class PerturbedAttentionGuidance:
             perturb = perturb | _twice(inner, active, all_active)
         elif inner is True:
             perturb = torch.ones_like(perturb)
+        if self.layers is not None:
+            kwargs["perturb_layers"] = self.layers
         out = as_output(self.denoiser(_twice(x, active, all_active), _twice(t, active, all_active), both_labels,
                                       perturb_attention=perturb, **_kwargs_twice(kwargs, active, all_active)))
         return _extrapolate(_first_rows(out, x.shape[0]), out.eps[x.shape[0]:], active, self.w)
@@ -147,10 +156,12 @@ class ClassifierGuidance:
     g = s * grad_x log p_phi(y | x_t) is computed here (with autograd switched on locally, so
     the sampler may run under inference mode). ``form``:
     - "sampler" (default): g is returned as ``classifier_grad`` and each sampler applies its
-      own form: DDPM shifts the mean by Sigma g (ADM Algorithm 1), DDIM uses
-      eps - sqrt(1 - alpha_bar_t) g (ADM Algorithm 2 / eq. 14);
+      own form, as guided-diffusion does: DDPM shifts the mean by Sigma g (ADM Algorithm 1,
+      ``condition_mean``), DDIM uses eps - sqrt(1 - alpha_bar_t) g on the eps of the clipped x0
+      (ADM Algorithm 2 / eq. 14, ``condition_score``; see ``pipeline.diffusion.samplers``);
     - "eps": the DDIM form is folded into eps here (needs ``train_schedule`` for alpha_bar_t),
-      so any sampler sees a plain eps.
+      so any sampler sees a plain eps. A sampler that clips x0 then clips the guided x0, which is
+      not guided-diffusion's order: use "sampler" to reproduce ADM-G.
     ``base_label``: call the base denoiser with this label for every image (e.g. the null
     token to guide the unconditional branch), the classifier still gets the class labels.
     """
@@ -189,3 +200,99 @@ class ClassifierGuidance:
         return DenoiserOutput(eps=plain.eps, var_frac=plain.var_frac,
                               classifier_grad=grad if previous is None else previous + grad)
 
+
+
+# ----------------------------------------------------------------------------------------------
+# The registry of guidance kinds
+
+# What a kind may need beyond the main model's conditional denoiser (GuidanceKind.needs):
+UNCONDITIONAL = "unconditional"  # the main model's null-label branch: a model trained with p_uncond > 0
+GUIDE = "guide"                  # autoguidance's weaker model
+CLASSIFIER = "classifier"        # the noisy classifier
+ATTENTION = "attention"          # the self-attention layers to perturb (sample.pag_layers)
+NEEDS = (UNCONDITIONAL, GUIDE, CLASSIFIER, ATTENTION)
+
+
+@dataclass(frozen=True)
+class GuidanceParts:
+    """What a kind's wrapper is built from; the caller fills in what the kind needs."""
+
+    denoiser: Denoiser                          # the main model, plain (unguided)
+    null_label: Optional[int] = None            # UNCONDITIONAL
+    guide: Optional[Denoiser] = None            # GUIDE
+    classifier: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None  # CLASSIFIER: logits(x_t, t)
+    attention_layers: Optional[frozenset[str]] = None  # ATTENTION
+
+
+@dataclass(frozen=True)
+class GuidanceKind:
+    """One way to guide.
+
+    ``symbol`` is what tables call the strength: "w" (the classifier-free paper's weight, so the
+    scale is s = 1 + w) or "s" (the strength is a scale itself, w has no meaning: ADM's
+    classifier scale). ``build(parts, strength, interval)`` returns the guided denoiser."""
+
+    name: str
+    symbol: str
+    strength_name: str   # the strength in words, e.g. for a plot's axis
+    meaning: str         # the update, with its equation
+    build: Callable[[GuidanceParts, float, Optional[tuple[int, int]]], Denoiser]
+    needs: frozenset[str] = frozenset()
+
+    def __post_init__(self):
+        if self.symbol not in ("w", "s"):
+            raise ValueError(f"guidance {self.name}: symbol must be 'w' or 's', got {self.symbol!r}")
+        unknown = set(self.needs) - set(NEEDS)
+        if unknown:
+            raise ValueError(f"guidance {self.name}: unknown needs {sorted(unknown)} (known: {', '.join(NEEDS)})")
+
+    def table(self, strength: float) -> tuple[Optional[float], float]:
+        """(w, s) of ``strength`` for tables: s = 1 + w, or (None, s) for a scale."""
+        if self.symbol == "s":
+            return None, float(strength)
+        return float(strength), 1.0 + float(strength)
+
+
+GUIDANCE: dict[str, GuidanceKind] = {}
+
+
+def register(kind: GuidanceKind) -> GuidanceKind:
+    """Add ``kind`` to the registry (the config, the sweep, generation and the leaderboard read it)."""
+    if kind.name in GUIDANCE:
+        raise ValueError(f"a guidance kind named {kind.name!r} is registered already")
+    GUIDANCE[kind.name] = kind
+    return kind
+
+
+def guidance_kind(name: str) -> GuidanceKind:
+    if name not in GUIDANCE:
+        raise ValueError(f"unknown guidance kind {name!r} (known: {', '.join(GUIDANCE)})")
+    return GUIDANCE[name]
+
+
+register(GuidanceKind(
+    "none", "w", "guidance weight w", "the conditional model unguided (w = 0)",
+    build=lambda parts, strength, interval: parts.denoiser))
+register(GuidanceKind(
+    "cfg", "w", "guidance weight w (s = 1 + w)",
+    "eps~ = (1 + w) eps(x, c) - w eps(x, null) (Ho & Salimans 2021, eq. 6)",
+    build=lambda parts, strength, interval: ClassifierFreeGuidance(parts.denoiser, strength, parts.null_label,
+                                                                   interval),
+    needs=frozenset({UNCONDITIONAL})))
+register(GuidanceKind(
+    "classifier", "s", "classifier scale s",
+    "ADM's scale s: eps - sqrt(1 - alpha_bar) s grad log p(y | x_t) (Dhariwal & Nichol 2021, Algorithms 1-2), "
+    "applied to the conditional model",
+    build=lambda parts, strength, interval: ClassifierGuidance(parts.denoiser, parts.classifier, strength, interval),
+    needs=frozenset({CLASSIFIER})))
+register(GuidanceKind(
+    "autoguidance", "w", "guidance weight w (s = 1 + w)",
+    "eps~ = (1 + w) eps_main - w eps_guide (Karras et al. 2024, eq. 2, whose w is 1 + this w)",
+    build=lambda parts, strength, interval: AutoGuidance(parts.denoiser, parts.guide, strength, interval),
+    needs=frozenset({GUIDE})))
+register(GuidanceKind(
+    "pag", "w", "guidance weight w (s = 1 + w)",
+    "eps~ = eps + w (eps - eps_perturbed-attention) (Ahn et al. 2024, eq. 14, whose s is this w)",
+    build=lambda parts, strength, interval: PerturbedAttentionGuidance(parts.denoiser, strength, interval,
+                                                                       parts.attention_layers),
+    needs=frozenset({ATTENTION})))

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 
 import torch
 
+from pipeline.arguments import ArgumentError
 from pipeline.diffusion.forward import (learned_log_variance, predict_x0_from_eps, q_posterior, q_sample,
                                         raw_to_variance_fraction)
 from pipeline.diffusion.schedules import Schedule
@@ -60,6 +61,15 @@ def vlb_terms(schedule: Schedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.
     decoder_nll = -mean_over_pixels(
         discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * log_variance)) / math.log(2.0)
     return torch.where(t == 0, decoder_nll, kl)
+
+
+def check_loss_kind(loss: str, learn_sigma: bool) -> None:
+    """"simple" (DDPM eq. 14) or "hybrid" (Improved DDPM eq. 16), which trains the variance and so
+    needs the network's learned-variance output."""
+    if loss not in ("simple", "hybrid"):
+        raise ArgumentError("loss", loss, "must be 'simple' or 'hybrid'")
+    if loss == "hybrid" and not learn_sigma:
+        raise ArgumentError("loss", loss, "the hybrid loss trains the variance: set `learn_sigma`: true")
 
 
 def diffusion_loss(net: Callable[..., torch.Tensor], schedule: Schedule, x0: torch.Tensor, t: torch.Tensor,

@@ -16,9 +16,9 @@
 - ``clip_x0``: clip the predicted x_0 to [-1, 1] (ADM does so for images).
 
 Nothing here switches on inference mode or no_grad: the caller picks it (classifier guidance
-needs autograd for its gradient, and takes care of it inside the wrapper). The fast path, as
-measured by ``pipeline/benches/sample.py``: run under ``torch.inference_mode()``, with the
-network and x_T in ``torch.channels_last`` memory format.
+needs autograd for its gradient, and takes care of it inside the wrapper). The fast path
+``generate`` runs (``pipeline/generation/inference.py``, measured by ``python -m pipeline.bench
+sample``): ``torch.inference_mode()``, the network channels-last, bf16 as a bf16 copy.
 """
 
 from __future__ import annotations
@@ -77,7 +77,10 @@ def sample_ddpm(denoiser: Denoiser, x_T: torch.Tensor, schedule: Schedule, label
     mu_theta is the posterior mean of q(x_{t-1} | x_t, x0_hat) with x0_hat from eps (DDPM eq. 11);
     Sigma is learned when the denoiser returns ``var_frac`` (Improved DDPM eq. 15), else the fixed
     ``fixed_variance`` ("large" = beta_t, "small" = beta~_t). Classifier guidance in the DDPM form:
-    mu <- mu + Sigma * s * grad log p(y | x_t) (ADM, Algorithm 1).
+    mu <- mu + Sigma * s * grad log p(y | x_t) (ADM, Algorithm 1), with Sigma the variance as
+    guided-diffusion's ``p_sample``/``condition_mean`` use it: for "small" the unclipped beta~_t,
+    which is 0 at the last step (no guidance there), while the noise uses the clipped log variance
+    (and none is added at the last step anyway).
     """
     steps = len(schedule)
     draw = _StepNoise(x_T, steps, generators, noise, needed=steps > 1)
@@ -86,13 +89,14 @@ def sample_ddpm(denoiser: Denoiser, x_T: torch.Tensor, schedule: Schedule, label
         index_batch, t = _timestep_batch(schedule, index, x)
         out = as_output(denoiser(x, t, labels))
         pred_x0 = _pred_x0(schedule, x, index_batch, out.eps, clip_x0)
-        mean, _, _ = q_posterior(schedule, pred_x0, x, index_batch)
+        mean, posterior_variance, _ = q_posterior(schedule, pred_x0, x, index_batch)
         if out.var_frac is not None:
             log_var = learned_log_variance(schedule, index_batch, out.var_frac)
         else:
             log_var = fixed_log_variance(schedule, index_batch, x, fixed_variance)
         if out.classifier_grad is not None:
-            mean = mean + log_var.exp() * out.classifier_grad
+            unclipped = out.var_frac is None and fixed_variance == "small"
+            mean = mean + (posterior_variance if unclipped else log_var.exp()) * out.classifier_grad
         if callback is not None:
             callback({"i": step, "index": index, "t": t, "x": x, "pred_x0": pred_x0})
         if index > 0:
@@ -108,8 +112,12 @@ def sample_ddim(denoiser: Denoiser, x_T: torch.Tensor, schedule: Schedule, label
     """DDIM (Song et al., 2021, eq. 12):
     x_{t-1} = sqrt(a_{t-1}) x0_hat + sqrt(1 - a_{t-1} - sigma_t^2) eps + sigma_t z,
     sigma_t = eta sqrt((1 - a_{t-1}) / (1 - a_t)) sqrt(1 - a_t / a_{t-1}), a = alpha_bar.
-    eta = 0 is deterministic; eta = 1 matches DDPM's "small" variance. Classifier guidance in the
-    DDIM form: eps <- eps - sqrt(1 - alpha_bar_t) * s * grad log p(y | x_t) (ADM, Algorithm 2)."""
+    eta = 0 is deterministic; eta = 1 matches DDPM's "small" variance.
+
+    Classifier guidance in the DDIM form (ADM, Algorithm 2 / eq. 14), in guided-diffusion's order
+    (``ddim_sample`` + ``condition_score``): x0_hat from eps, clipped; eps re-derived from the
+    clipped x0_hat; eps <- eps - sqrt(1 - alpha_bar_t) * s * grad log p(y | x_t); x0_hat of the
+    guided eps, NOT clipped again. (Guiding eps before clipping agrees only without clipping.)"""
     steps = len(schedule)
     draw = _StepNoise(x_T, steps, generators, noise, needed=eta > 0 and steps > 1)
     x = x_T
@@ -117,11 +125,12 @@ def sample_ddim(denoiser: Denoiser, x_T: torch.Tensor, schedule: Schedule, label
         index_batch, t = _timestep_batch(schedule, index, x)
         out = as_output(denoiser(x, t, labels))
         eps = out.eps
-        if out.classifier_grad is not None:
-            eps = eps - schedule.gather("sqrt_one_minus_alphas_cumprod", index_batch, x) * out.classifier_grad
         pred_x0 = _pred_x0(schedule, x, index_batch, eps, clip_x0)
         if clip_x0:
             eps = predict_eps_from_x0(schedule, x, index_batch, pred_x0)
+        if out.classifier_grad is not None:
+            eps = eps - schedule.gather("sqrt_one_minus_alphas_cumprod", index_batch, x) * out.classifier_grad
+            pred_x0 = predict_x0_from_eps(schedule, x, index_batch, eps)
         if callback is not None:
             callback({"i": step, "index": index, "t": t, "x": x, "pred_x0": pred_x0})
         alpha_bar = schedule.gather("alphas_cumprod", index_batch, x)

@@ -22,6 +22,8 @@ from typing import Sequence
 
 import torch
 
+from pipeline.arguments import ArgumentError
+
 MAX_BETA = 0.999  # Improved DDPM: clip betas to avoid a singularity at t = T
 
 
@@ -118,9 +120,15 @@ def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = MAX_BET
     return (1.0 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
 
 
+def check_lambda_range(lambda_min: float, lambda_max: float) -> None:
+    if lambda_min >= lambda_max:
+        raise ArgumentError("lambda_min", lambda_min, "must be below `lambda_max`")
+
+
 def cfg_logsnr(u: torch.Tensor, lambda_min: float = -20.0, lambda_max: float = 20.0) -> torch.Tensor:
     """Classifier-free guidance paper, section 2: lambda(u) = -2 log tan(a u + b), u in [0, 1],
     decreasing from lambda_max at u = 0 to lambda_min at u = 1."""
+    check_lambda_range(lambda_min, lambda_max)
     u = torch.as_tensor(u, dtype=torch.float64)
     b = math.atan(math.exp(-lambda_max / 2))
     a = math.atan(math.exp(-lambda_min / 2)) - b

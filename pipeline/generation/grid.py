@@ -53,3 +53,10 @@ def class_rows(images: np.ndarray, labels: np.ndarray, per_class: int, max_class
         picked = np.flatnonzero(labels == cls)[:per_class]
         cells[r * per_class:r * per_class + len(picked)] = images[picked]
     return cells
+
+
+def class_grid_png(images: np.ndarray, labels: np.ndarray, per_class: int = 8, max_classes: int = 16,
+                   scale: int = 1) -> bytes:
+    """A PNG of uint8 NHWC images: one row per class (the first classes up to ``max_classes``),
+    up to ``per_class`` images each, in index order; missing cells stay black."""
+    return grid_png(class_rows(images, labels, per_class, max_classes), columns=per_class, scale=scale)

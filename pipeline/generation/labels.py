@@ -1,4 +1,4 @@
-"""Class labels of a trial's images: label i depends only on (trial seed, i).
+"""Class labels of a configuration's images: label i depends only on (seed, i).
 
 - "balanced": the index line is cut into blocks of K = num_classes; block b holds each class
   once, in a random order seeded by (seed, b). Every prefix of N images has each class
@@ -13,7 +13,7 @@ from typing import Iterable
 
 import torch
 
-from pipeline.generation.trial import SamplerTrial
+from pipeline.generation.sampler_config import SamplerConfig
 
 
 def _hash64(*parts) -> int:
@@ -26,18 +26,18 @@ def _block_permutation(seed: int, block: int, num_classes: int) -> list[int]:
     return torch.randperm(num_classes, generator=generator).tolist()
 
 
-def labels_for(trial: SamplerTrial, indices: Iterable[int], num_classes: int) -> torch.Tensor:
-    """LongTensor of the class labels of images ``indices`` of ``trial``."""
+def labels_for(config: SamplerConfig, indices: Iterable[int], num_classes: int) -> torch.Tensor:
+    """LongTensor of the class labels of images ``indices`` of ``config``."""
     if num_classes < 1:
         raise ValueError("num_classes must be >= 1")
     indices = [int(i) for i in indices]
-    if trial.class_dist == "uniform":
-        return torch.tensor([_hash64("uniform", trial.seed, i) % num_classes for i in indices], dtype=torch.long)
+    if config.class_dist == "uniform":
+        return torch.tensor([_hash64("uniform", config.seed, i) % num_classes for i in indices], dtype=torch.long)
     perms: dict[int, list[int]] = {}
     out = []
     for i in indices:
         block, pos = divmod(i, num_classes)
         if block not in perms:
-            perms[block] = _block_permutation(trial.seed, block, num_classes)
+            perms[block] = _block_permutation(config.seed, block, num_classes)
         out.append(perms[block][pos])
     return torch.tensor(out, dtype=torch.long)

@@ -1,14 +1,16 @@
-"""The trained networks a trial samples with, loaded once (by a worker) from the store."""
+"""The trained networks a configuration samples with, loaded once (by a worker) from the store."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
-from pipeline.generation.trial import SamplerTrial
+from pipeline.diffusion.guidance import CLASSIFIER, GUIDE
+from pipeline.generation.inference import InferenceCache, InferenceNet
+from pipeline.generation.sampler_config import SamplerConfig
 from pipeline.nets.classifier import NoisyClassifier
-from pipeline.training.artifacts import DiffusionModel, load_classifier, load_diffusion, load_guide
+from pipeline.weights import DiffusionModel, load_classifier, load_diffusion, load_guide
 
 
 @dataclass
@@ -16,6 +18,22 @@ class Models:
     main: DiffusionModel
     guide: Optional[DiffusionModel] = None          # autoguidance's weaker model
     classifier: Optional[NoisyClassifier] = None    # noisy classifier for classifier guidance
+    _inference: InferenceCache = field(default_factory=InferenceCache, repr=False, compare=False)
+
+    def inference_net(self, role: str, precision: str) -> InferenceNet:
+        """The ``role`` ("main" or "guide") network prepared for sampling at ``precision``
+        (channels-last, bf16 copy; pipeline.generation.inference), made on first use."""
+        model = {"main": self.main, "guide": self.guide}[role]
+        if model is None:
+            raise ValueError(f"these models have no {role} network")
+        return self._inference.get(role, model.net, precision)
+
+    def compile_networks(self, precision: str, **compile_options) -> None:
+        """Make generate run this precision's denoising networks (main, and guide when loaded)
+        under ``torch.compile`` (pipeline.generation.inference: an option, not the default)."""
+        for role, model in (("main", self.main), ("guide", self.guide)):
+            if model is not None:
+                self._inference.compile(role, model.net, precision, **compile_options)
 
     @property
     def device(self) -> torch.device:
@@ -23,20 +41,22 @@ class Models:
         return first.device if first is not None else torch.device("cpu")
 
 
-def load_models(trial: SamplerTrial, diffusion_location: str, classifier_location: Optional[str] = None,
+def load_models(config: SamplerConfig, diffusion_location: str, classifier_location: Optional[str] = None,
                 device: str | torch.device = "cpu") -> Models:
-    """Load what ``trial``'s guidance needs: the main model of a train_diffusion output, its
-    guide/ for autoguidance, the train_classifier output for classifier guidance."""
+    """Load what ``config``'s guidance needs: the main model of a train_diffusion output, its
+    guide/ for a kind that needs the guide, the train_classifier output for one that needs the
+    classifier."""
     main = load_diffusion(diffusion_location, device)
-    if main.p_uncond is not None and abs(float(main.p_uncond) - trial.p_uncond) > 1e-9:
+    if main.p_uncond is not None and abs(float(main.p_uncond) - config.p_uncond) > 1e-9:
         raise ValueError(f"{diffusion_location} was trained with p_uncond={main.p_uncond}, "
-                         f"the trial asks for p_uncond={trial.p_uncond}")
+                         f"the configuration asks for p_uncond={config.p_uncond}")
     if not main.num_classes:
-        raise ValueError(f"{diffusion_location}: an unconditional model; the trials sample class-conditionally")
-    guide = load_guide(diffusion_location, device) if trial.guidance == "autoguidance" else None
+        raise ValueError(f"{diffusion_location}: an unconditional model; the configurations sample class-conditionally")
+    needs = config.kind.needs
+    guide = load_guide(diffusion_location, device) if GUIDE in needs else None
     classifier = None
-    if trial.guidance == "classifier":
+    if CLASSIFIER in needs:
         if classifier_location is None:
-            raise ValueError("classifier guidance needs the train_classifier output (classifier_location)")
+            raise ValueError(f"{config.guidance} guidance needs the train_classifier output (classifier_location)")
         classifier = load_classifier(classifier_location, device)
     return Models(main=main, guide=guide, classifier=classifier)

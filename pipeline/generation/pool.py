@@ -1,4 +1,4 @@
-"""A pool of Ray actors generating a trial's images chunk by chunk into a store directory.
+"""A pool of Ray actors generating a configuration's images chunk by chunk into a store directory.
 
 Each actor loads the models once (pipeline.generation.models.load_models), runs torch with
 ``threads`` intra-op threads, and takes chunks of image indices from the driver, one at a time;
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from pipeline.generation.chunks import ChunkPlan, missing_chunks, plan_chunks, write_chunk
-from pipeline.generation.generate import NET_BATCH, generate
+from pipeline.generation.generate import generate
 from pipeline.generation.models import load_models
-from pipeline.generation.trial import SamplerTrial
+from pipeline.generation.sampler_config import SamplerConfig
 
 
 ACTOR_RESTARTS = 3
@@ -25,17 +25,17 @@ ACTOR_RESTARTS = 3
 class SamplerWorker:
     """The actor body (wrapped with ray.remote by ``generate_parallel``)."""
 
-    def __init__(self, trial: dict, diffusion_location: str, classifier_location: Optional[str], out_uri: str,
-                 batch_size: int, net_batch: int = NET_BATCH, threads: int = 1, device: str = "cpu"):
+    def __init__(self, config: dict, diffusion_location: str, classifier_location: Optional[str], out_uri: str,
+                 batch_size: int, threads: int = 1, device: str = "cpu"):
         import torch
 
         from pipeline.store import Directory
 
         torch.set_num_threads(threads)
-        self.trial = SamplerTrial.from_dict(trial)
-        self.models = load_models(self.trial, diffusion_location, classifier_location, device)
+        self.config = SamplerConfig.from_dict(config)
+        self.models = load_models(self.config, diffusion_location, classifier_location, device)
         self.out = Directory.at(out_uri)
-        self.batch_size, self.net_batch = batch_size, net_batch
+        self.batch_size = batch_size
 
     def ready(self) -> bool:
         return True
@@ -43,7 +43,7 @@ class SamplerWorker:
     def run_chunk(self, plan: tuple[int, int, int]) -> dict:
         plan = ChunkPlan(*plan)
         started, cpu_started = time.perf_counter(), time.process_time()
-        images, labels = generate(self.trial, self.models, plan.indices, self.batch_size, self.net_batch)
+        images, labels = generate(self.config, self.models, plan.indices, self.batch_size)
         size = write_chunk(self.out, plan, images, labels)
         return {"chunk": plan.index, "num_images": len(labels), "seconds": time.perf_counter() - started,
                 "cpu_seconds": time.process_time() - cpu_started, "bytes": size}
@@ -64,15 +64,16 @@ class PoolResult:
         return self.generated_images / self.seconds if self.seconds > 0 else 0.0
 
 
-def generate_parallel(trial: SamplerTrial, diffusion_location: str, out, *, classifier_location: Optional[str] = None,
-                      num_actors: int = 2, chunk_size: int = 500, batch_size: int = 250, net_batch: int = NET_BATCH,
-                      threads: int = 1, num_gpus: float = 0.0,
+def generate_parallel(config: SamplerConfig, num_images: int, diffusion_location: str, out, *,
+                      classifier_location: Optional[str] = None, num_actors: int = 2, chunk_size: int = 500,
+                      batch_size: int = 250, threads: int = 1, num_gpus: float = 0.0,
                       on_chunk: Optional[Callable[[dict], None]] = None) -> PoolResult:
-    """Generate every missing chunk of ``trial`` into ``out`` (a pipeline.store Directory) on
-    ``num_actors`` Ray actors (``threads`` CPUs each; ``num_gpus`` each on a GPU cluster)."""
+    """Generate every missing chunk of images 0 .. ``num_images`` - 1 of ``config`` into ``out``
+    (a pipeline.store Directory) on ``num_actors`` Ray actors (``threads`` CPUs each; ``num_gpus``
+    each on a GPU cluster)."""
     import ray
 
-    plans = plan_chunks(trial.num_images, chunk_size)
+    plans = plan_chunks(num_images, chunk_size)
     todo = missing_chunks(out, plans)
     result = PoolResult(num_chunks=len(plans), reused_chunks=len(plans) - len(todo), generated_images=0,
                         seconds=0.0, startup_seconds=0.0)
@@ -84,8 +85,8 @@ def generate_parallel(trial: SamplerTrial, diffusion_location: str, out, *, clas
     # chunks are deterministic and written atomically, so a retry writes the same bytes.
     actor_cls = ray.remote(num_cpus=threads, num_gpus=num_gpus, max_restarts=ACTOR_RESTARTS,
                            max_task_retries=ACTOR_RESTARTS)(SamplerWorker)
-    actors = [actor_cls.remote(trial.to_dict(), diffusion_location, classifier_location, out.uri, batch_size,
-                               net_batch, threads, device)
+    actors = [actor_cls.remote(config.to_dict(), diffusion_location, classifier_location, out.uri, batch_size,
+                               threads, device)
               for _ in range(min(num_actors, len(todo)))]
     try:
         ray.get([a.ready.remote() for a in actors])

@@ -8,13 +8,14 @@ The metrics are those of pipeline.metrics (one streaming pass, nothing written t
   k = eval.pr_neighbours) and class_accuracy (the fraction of samples the classifier assigns to
   their conditioning class).
 Every number comes with its protocol (extractor, N, reference statistics id, seed range, ...);
-two numbers are only comparable when their protocols match.
+two numbers are only comparable when their protocols match. Every metric also comes with a 95%
+interval, ``<metric>_ci_low`` / ``<metric>_ci_high`` (methods: pipeline.metrics.intervals), which
+flow with the metrics into the evaluate summary, the sweep's trials.parquet and MLflow.
 """
 from __future__ import annotations
 
 import json
 import os
-import posixpath
 import tempfile
 from typing import Any, Iterable, Mapping, Optional
 
@@ -26,25 +27,12 @@ KEEP_FEATURES = 10_000   # features kept for KID and precision/recall (the rest 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 METRICS_SEED = 0
+CI_GROUPS = 10    # groups of generated images behind every interval (jackknife / blocks)
+CI_LEVEL = 0.95
 
 
 def stats_file(extractor: str) -> str:
     return f"stats_{extractor}.npz"
-
-
-def _local_copy(location: str, name: str) -> str:
-    """A local path for ``location/name`` (a store URI is copied to a temporary file)."""
-    from pipeline.store import resolve
-
-    if "://" not in location:
-        return os.path.join(location, name)
-    fs, root = resolve(location)
-    with fs.open_input_stream(posixpath.join(root, name)) as f:
-        data = f.read()
-    handle, path = tempfile.mkstemp(suffix="-" + name)
-    with os.fdopen(handle, "wb") as f:
-        f.write(data)
-    return path
 
 
 def write_references(directory, references: Mapping[str, FeatureStats], **info: Any) -> dict[str, dict]:
@@ -64,15 +52,18 @@ def write_references(directory, references: Mapping[str, FeatureStats], **info: 
 
 
 def load_references(reference_stats_location: str) -> dict[str, FeatureStats]:
-    """Every extractor's FeatureStats of a reference_stats output (each checked against its id)."""
-    index_path = _local_copy(reference_stats_location, REFERENCE_INDEX)
-    if not os.path.isfile(index_path):
+    """Every extractor's FeatureStats of a reference_stats output (a local path or store URI),
+    each checked against its id."""
+    from pipeline.store import Directory
+
+    directory = Directory.at(reference_stats_location)
+    if not directory.exists(REFERENCE_INDEX):
         raise FileNotFoundError(f"{reference_stats_location}: no {REFERENCE_INDEX}; is this a reference_stats output?")
-    with open(index_path) as f:
-        index = json.load(f)
+    index = directory.read_json(REFERENCE_INDEX)
     references = {}
     for name, entry in index["extractors"].items():
-        stats = FeatureStats.load(_local_copy(reference_stats_location, entry["file"]))
+        with directory.local_file(entry["file"]) as path:
+            stats = FeatureStats.load(path)
         if stats.stats_id != entry["stats_id"]:
             raise ValueError(f"{reference_stats_location}: {entry['file']} is not the statistics {REFERENCE_INDEX} names")
         references[name] = stats
@@ -82,7 +73,7 @@ def load_references(reference_stats_location: str) -> dict[str, FeatureStats]:
 def evalnet_extractor(evalnet_location: str, batch_size: int = 500, device: str = "cpu") -> TorchModuleExtractor:
     """The trained evaluation classifier (train_evalnet output) as a feature extractor: its
     penultimate features and its logits over the dataset's classes."""
-    from pipeline.training.evalnet import load_evalnet
+    from pipeline.weights import load_evalnet
 
     model = load_evalnet(evalnet_location, device)
     return TorchModuleExtractor(model, name="evalnet", in_channels=3, batch_size=batch_size, device=device,
@@ -143,13 +134,21 @@ def score_batches(batches: Iterable, extractors: list, references: Mapping[str, 
     results = evaluate_samples(extractors, batches, {e.name: references[e.name] for e in extractors},
                                keep=KEEP_FEATURES, seed=METRICS_SEED, kid_subsets=KID_SUBSETS,
                                kid_subset_size=KID_SUBSET_SIZE, pr_k=eval_cfg.pr_neighbours,
-                               seed_range=list(seed_range) if seed_range is not None else None)
+                               seed_range=list(seed_range) if seed_range is not None else None,
+                               ci_groups=CI_GROUPS, ci_level=CI_LEVEL)
     metrics: dict[str, float] = {}
     protocol: dict[str, dict] = {}
     for name, result in results.items():
         metrics.update({k: float(v) for k, v in result.metrics.items()})
+        metrics.update(interval_columns(result.intervals))
         protocol[name] = result.protocol
     return metrics, protocol
+
+
+def interval_columns(intervals: Mapping[str, Any]) -> dict[str, float]:
+    """{metric: (low, high)} -> {"<metric>_ci_low": low, "<metric>_ci_high": high}."""
+    return {f"{name}_ci_{side}": float(value) for name, (low, high) in intervals.items()
+            for side, value in (("low", low), ("high", high))}
 
 
 def score(images, labels, extractors: list, references: Mapping[str, FeatureStats], eval_cfg,

@@ -16,3 +16,15 @@ def index_hash(index: np.ndarray, seed: int) -> np.ndarray:
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         x = x ^ (x >> np.uint64(31))
     return x
+
+
+_GROUP_SALT = 0x6A09E667F3BCC908  # a second hash stream, independent of the kept-subsample keys
+
+
+def sample_groups(index: np.ndarray, groups: int, seed: int) -> np.ndarray:
+    """The interval group (0 .. groups - 1) of each sample index: a hash of (seed, index) only, so
+    it does not depend on batches, chunks or workers, nor on which samples a FeatureSubsample kept
+    (those keys are index_hash(index, seed); this is a second hash of them)."""
+    if groups < 1:
+        raise ValueError("groups must be >= 1")
+    return (index_hash(index_hash(index, seed), _GROUP_SALT) % np.uint64(groups)).astype(np.int64)

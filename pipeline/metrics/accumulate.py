@@ -11,14 +11,17 @@ sum of outer products of deviations from the mean,
 
 and the covariance is M2 / (n - 1) (unbiased, as numpy.cov). Working with deviations
 avoids the cancellation of sum-of-squares formulas when the mean is large.
+
+GroupedMoments keeps the same moments per interval group (sample i in group
+sample_groups(i, G, seed)), for the delete-a-group jackknife of pipeline.metrics.intervals.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ._hashing import index_hash
+from ._hashing import index_hash, sample_groups
 
-__all__ = ["RunningMoments", "FeatureSubsample"]
+__all__ = ["RunningMoments", "GroupedMoments", "FeatureSubsample"]
 
 
 class RunningMoments:
@@ -69,6 +72,37 @@ class RunningMoments:
         if self.n < 2:
             raise ValueError("covariance needs at least 2 samples")
         return self.m2 / (self.n - 1)
+
+
+class GroupedMoments:
+    """RunningMoments of each of `groups` disjoint groups of a stream; sample i belongs to group
+    sample_groups(i, groups, seed), whatever the batching. Memory: groups * d^2 float64."""
+
+    def __init__(self, groups: int, seed: int = 0):
+        self.groups = groups
+        self.seed = seed
+        self.moments = [RunningMoments() for _ in range(groups)]
+        self.seen = 0
+
+    def update(self, features: np.ndarray, start_index: int | None = None) -> None:
+        x = np.asarray(features, dtype=np.float64)
+        start = self.seen if start_index is None else start_index
+        group = sample_groups(np.arange(start, start + x.shape[0], dtype=np.uint64), self.groups, self.seed)
+        for g in np.unique(group):
+            self.moments[g].update(x[group == g])
+        self.seen = max(self.seen, start + x.shape[0])
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.array([m.n for m in self.moments], dtype=np.int64)
+
+    def without(self, group: int) -> RunningMoments:
+        """The moments of every sample outside `group` (the others merged)."""
+        rest = RunningMoments()
+        for g, moments in enumerate(self.moments):
+            if g != group:
+                rest.merge(moments)
+        return rest
 
 
 class FeatureSubsample:

@@ -10,14 +10,16 @@ estimated without bias on random subsets of m points from each set:
             + 1/(m(m-1)) sum_{i != j} k(y_i, y_j)
             - 2/m^2      sum_{i, j}   k(x_i, y_j).
 
-The score is the mean over `num_subsets` subsets, reported with its standard deviation.
-Named KID only for clean-fid's Inception features; otherwise kid_<feature space>.
+The score is the mean over `num_subsets` subsets, reported with its standard deviation. The
+subsets are clean-fid's own (cleanfid.fid.kernel_distance after numpy.random.seed(seed)), so on
+the same features the mean is clean-fid's KID exactly. Named KID only for clean-fid's Inception
+features; otherwise kid_<feature space>.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["polynomial_kernel", "mmd2_unbiased", "kid"]
+__all__ = ["polynomial_kernel", "mmd2_unbiased", "kid_subset_values", "kid"]
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -40,18 +42,18 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     return float(term_xx + term_yy - 2.0 * term_xy)
 
 
-def kid(
+def kid_subset_values(
     features_a: np.ndarray,
     features_b: np.ndarray,
     num_subsets: int = 100,
     subset_size: int = 1000,
     seed: int = 0,
-) -> tuple[float, float]:
-    """(mean, std) of the unbiased MMD^2 over random subsets (without replacement).
-
-    The subset size is capped at the smaller set; subsets are drawn with
-    numpy.random.default_rng(seed), so the result depends only on the inputs and seed.
-    """
+) -> np.ndarray:
+    """The unbiased MMD^2 of each of `num_subsets` random subset pairs of m = min(subset_size, n_a, n_b)
+    points, drawn as cleanfid.fid.kernel_distance(features_a, features_b) draws them from numpy's
+    global RNG after numpy.random.seed(seed): a legacy RandomState(seed) (its own, so the global
+    state is untouched), and per subset first m rows of `features_b`, then m rows of `features_a`,
+    each without replacement."""
     a = np.asarray(features_a, dtype=np.float64)
     b = np.asarray(features_b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
@@ -59,10 +61,24 @@ def kid(
     if num_subsets < 1:
         raise ValueError("num_subsets must be >= 1")
     m = min(subset_size, a.shape[0], b.shape[0])
-    rng = np.random.default_rng(seed)
+    rng = np.random.RandomState(seed)
     values = np.empty(num_subsets, dtype=np.float64)
     for s in range(num_subsets):
-        xa = a[rng.choice(a.shape[0], m, replace=False)]
         xb = b[rng.choice(b.shape[0], m, replace=False)]
-        values[s] = mmd2_unbiased(xa, xb)
+        xa = a[rng.choice(a.shape[0], m, replace=False)]
+        values[s] = mmd2_unbiased(xb, xa)
+    return values
+
+
+def kid(
+    features_a: np.ndarray,
+    features_b: np.ndarray,
+    num_subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """(mean, std) of the unbiased MMD^2 over clean-fid's random subsets (:func:`kid_subset_values`);
+    the mean equals cleanfid.fid.kernel_distance(features_a, features_b, num_subsets, subset_size)
+    after numpy.random.seed(seed)."""
+    values = kid_subset_values(features_a, features_b, num_subsets, subset_size, seed)
     return float(values.mean()), float(values.std())

@@ -7,6 +7,8 @@ Names carry the feature space. clean-fid's Inception gives the conventional name
     fd_evalnet, kid_evalnet_mean, kid_evalnet_std, is_evalnet, is_evalnet_std,
     precision_evalnet, recall_evalnet, and class_accuracy when the extractor predicts the
     dataset's classes and the samples carry their conditioning labels.
+With `ci_groups`, MetricsResult.intervals also holds a 95% interval per metric (fd, kid mean, is,
+precision, recall, class accuracy; methods in pipeline.metrics.intervals), keyed by metric name.
 """
 from __future__ import annotations
 
@@ -15,13 +17,14 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .accumulate import FeatureSubsample, RunningMoments
+from . import intervals as ci
+from .accumulate import FeatureSubsample, GroupedMoments, RunningMoments
 from .class_accuracy import ClassAccuracyAccumulator
 from .extractors import FeatureExtractor
 from .frechet import frechet_distance
 from .inception_score import InceptionScoreAccumulator
 from .kid import kid
-from .precision_recall import precision_recall
+from .precision_recall import precision_recall_details
 from .sources import as_batches
 from .stats import FeatureStats
 
@@ -49,6 +52,8 @@ class StreamFeatures:
     stats: FeatureStats
     inception_score: InceptionScoreAccumulator | None
     class_accuracy: ClassAccuracyAccumulator | None
+    groups: GroupedMoments | None = None  # per interval group, when intervals are wanted
+    group_seed: int = 0
 
 
 def _as_list(extractors) -> list[FeatureExtractor]:
@@ -57,16 +62,18 @@ def _as_list(extractors) -> list[FeatureExtractor]:
 
 def accumulate_features(extractors: FeatureExtractor | Sequence[FeatureExtractor], batches: Iterable,
                         *, keep: int | None = 10_000, seed: int = 0, is_splits: int = 10,
-                        ) -> dict[str, StreamFeatures]:
+                        groups: int | None = None) -> dict[str, StreamFeatures]:
     """Run every extractor on every batch once; accumulate moments (float64), a kept
     subsample of `keep` features (None: all) chosen by (seed, sample index), IS sums and
-    class-accuracy counts. Nothing is written to disk."""
+    class-accuracy counts, and with `groups` the moments of each interval group too.
+    Nothing is written to disk."""
     exs = _as_list(extractors)
     names = [e.name for e in exs]
     if len(set(names)) != len(names):
         raise ValueError(f"extractor names must be distinct: {names}")
     moments = {e.name: RunningMoments() for e in exs}
     subs = {e.name: FeatureSubsample(keep if keep is not None else np.iinfo(np.int64).max, seed) for e in exs}
+    grouped = {e.name: GroupedMoments(groups, seed) if groups else None for e in exs}
     scores: dict[str, InceptionScoreAccumulator | None] = {e.name: None for e in exs}
     accs: dict[str, ClassAccuracyAccumulator | None] = {e.name: None for e in exs}
     n_seen = 0
@@ -78,6 +85,8 @@ def accumulate_features(extractors: FeatureExtractor | Sequence[FeatureExtractor
             feats, logits = ex(batch.images)
             moments[ex.name].update(feats)
             subs[ex.name].update(feats, start_index=n_seen)
+            if grouped[ex.name] is not None:
+                grouped[ex.name].update(feats, start_index=n_seen)
             if logits is not None:
                 if scores[ex.name] is None:
                     scores[ex.name] = InceptionScoreAccumulator(splits=is_splits, seed=seed)
@@ -90,7 +99,7 @@ def accumulate_features(extractors: FeatureExtractor | Sequence[FeatureExtractor
     if n_seen < 2:
         raise ValueError(f"need at least 2 images, the stream had {n_seen}")
     return {name: StreamFeatures(FeatureStats.from_accumulators(name, moments[name], subs[name]),
-                                 scores[name], accs[name]) for name in names}
+                                 scores[name], accs[name], grouped[name], seed) for name in names}
 
 
 def compute_feature_stats(extractors: FeatureExtractor | Sequence[FeatureExtractor], batches: Iterable,
@@ -106,12 +115,15 @@ class MetricsResult:
     extractor: str
     metrics: dict[str, float]
     protocol: dict[str, Any] = field(default_factory=dict)
+    intervals: dict[str, ci.Interval] = field(default_factory=dict)  # metric name -> 95% interval
 
 
 def metrics_from_features(generated: StreamFeatures, reference: FeatureStats, *,
                           kid_subsets: int = 100, kid_subset_size: int = 1000, kid_seed: int = 0,
-                          pr_k: int = 3, seed_range: Any = None, device: str = "cpu") -> MetricsResult:
-    """Every metric of the generated features against the reference statistics."""
+                          pr_k: int = 3, seed_range: Any = None, device: str = "cpu",
+                          ci_level: float = ci.LEVEL) -> MetricsResult:
+    """Every metric of the generated features against the reference statistics, with their
+    intervals when the features were gathered with interval groups (`generated.groups`)."""
     gen = generated.stats
     if gen.extractor != reference.extractor:
         raise ValueError(f"features from {gen.extractor!r} cannot be compared with "
@@ -126,12 +138,16 @@ def metrics_from_features(generated: StreamFeatures, reference: FeatureStats, *,
                              f"KID and precision/recall need more than k={pr_k}")
     m[names["kid_mean"]], m[names["kid_std"]] = kid(reference.features, gen.features, kid_subsets,
                                                     kid_subset_size, kid_seed)
-    m[names["precision"]], m[names["recall"]] = precision_recall(reference.features, gen.features,
-                                                                 k=pr_k, device=device)
+    grouped = generated.groups
+    fake_groups = None if grouped is None else ci.sample_groups(
+        gen.feature_indices.astype(np.uint64), grouped.groups, generated.group_seed)
+    pr = precision_recall_details(reference.features, gen.features, k=pr_k, fake_groups=fake_groups, device=device)
+    m[names["precision"]], m[names["recall"]] = pr.precision, pr.recall
     if generated.inception_score is not None:
         m[names["is_mean"]], m[names["is_std"]] = generated.inception_score.result()
     if generated.class_accuracy is not None:
         m[names["class_accuracy"]] = generated.class_accuracy.result()
+    intervals = {} if grouped is None else _intervals(generated, reference, names, m, pr, pr_k, ci_level, device)
     protocol = {
         "extractor": gen.extractor,
         "num_samples": int(gen.num_samples),
@@ -145,21 +161,47 @@ def metrics_from_features(generated: StreamFeatures, reference: FeatureStats, *,
         "pr_num_generated": int(gen.features.shape[0]),
         "pr_num_reference": int(reference.features.shape[0]),
         "is_splits": generated.inception_score.splits if generated.inception_score is not None else None,
+        "kid_draws": "cleanfid",  # kernel_distance's subsets (pipeline.metrics.kid)
     }
-    return MetricsResult(gen.extractor, m, protocol)
+    if grouped is not None:
+        protocol["ci"] = {"level": ci_level, "groups": grouped.groups, "method": "pipeline.metrics.intervals/1"}
+    return MetricsResult(gen.extractor, m, protocol, intervals)
+
+
+def _intervals(generated: StreamFeatures, reference: FeatureStats, names: dict[str, str], m: dict[str, float],
+               pr, pr_k: int, level: float, device: str) -> dict[str, ci.Interval]:
+    """Each metric's interval (pipeline.metrics.intervals); a metric whose interval cannot be
+    formed (too few samples per group) has none."""
+    gen, grouped = generated.stats, generated.groups
+    found = {
+        names["fd"]: ci.frechet_distance_interval(grouped, reference.mean, reference.cov, level, device),
+        names["kid_mean"]: ci.kid_interval(m[names["kid_mean"]], reference.features, reference.feature_indices,
+                                           gen.features, gen.feature_indices, grouped.groups, generated.group_seed,
+                                           level),
+        names["precision"]: ci.wilson_interval(pr.fake_inside, pr.num_fake, level),
+        names["recall"]: ci.recall_interval(pr.recall, pr.recall_without, pr.group_sizes, pr_k, level),
+    }
+    if generated.inception_score is not None:
+        found[names["is_mean"]] = ci.t_interval(generated.inception_score.per_split(), level)
+    if generated.class_accuracy is not None:
+        found[names["class_accuracy"]] = ci.wilson_interval(generated.class_accuracy.correct,
+                                                            generated.class_accuracy.total, level)
+    return {name: interval for name, interval in found.items() if interval is not None}
 
 
 def evaluate_samples(extractors: FeatureExtractor | Sequence[FeatureExtractor], batches: Iterable,
                      references: FeatureStats | Mapping[str, FeatureStats], *,
                      keep: int | None = 10_000, seed: int = 0, is_splits: int = 10,
                      kid_subsets: int = 100, kid_subset_size: int = 1000, pr_k: int = 3,
-                     seed_range: Any = None, device: str = "cpu") -> dict[str, MetricsResult]:
+                     seed_range: Any = None, device: str = "cpu", ci_groups: int | None = ci.GROUPS,
+                     ci_level: float = ci.LEVEL) -> dict[str, MetricsResult]:
     """Offline metrics of a stream of generated uint8 batches (with their conditioning
     labels) in one pass, per extractor, each tagged with its protocol.
 
     `references`: the reference FeatureStats (one extractor) or a mapping name -> stats.
     `seed_range`: the caller's description of which seeds produced the images (recorded
-    in the protocol as given). `seed` fixes the kept subsample, IS splits and KID subsets.
+    in the protocol as given). `seed` fixes the kept subsample, IS splits, KID subsets and the
+    interval groups. `ci_groups`: groups of the intervals' jackknife (None: no intervals).
     """
     exs = _as_list(extractors)
     if isinstance(references, FeatureStats):
@@ -169,8 +211,8 @@ def evaluate_samples(extractors: FeatureExtractor | Sequence[FeatureExtractor], 
     missing = [e.name for e in exs if e.name not in references]
     if missing:
         raise KeyError(f"no reference statistics for {missing}")
-    gathered = accumulate_features(exs, batches, keep=keep, seed=seed, is_splits=is_splits)
+    gathered = accumulate_features(exs, batches, keep=keep, seed=seed, is_splits=is_splits, groups=ci_groups)
     return {name: metrics_from_features(sf, references[name], kid_subsets=kid_subsets,
                                         kid_subset_size=kid_subset_size, kid_seed=seed, pr_k=pr_k,
-                                        seed_range=seed_range, device=device)
+                                        seed_range=seed_range, device=device, ci_level=ci_level)
             for name, sf in gathered.items()}

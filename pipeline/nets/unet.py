@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from pipeline.arguments import ArgumentError
 from pipeline.nets.layers import (AttentionBlock, Downsample, ResBlock, TimestepSequential, Upsample, group_norm,
                                   timestep_embedding, zero_module)
 
@@ -43,31 +44,93 @@ def heads_for(channels: int, num_heads: int, num_head_channels: Optional[int]) -
 def validate_unet_config(image_size: int, base_channels: int, channel_mult: Sequence[float],
                          attention_resolutions: Sequence[int] = (), num_heads: int = 4,
                          num_head_channels: Optional[int] = None, num_res_blocks: int = 2) -> None:
-    """Raise ValueError naming the problem when the architecture cannot be built for ``image_size``."""
-    if image_size < 1 or base_channels < 1 or num_res_blocks < 1:
-        raise ValueError("image_size, base_channels and num_res_blocks must be positive")
+    """Raise ArgumentError naming the argument at fault when the architecture cannot be built for
+    ``image_size`` (config loading runs the same check on the `model` and `classifier` sections)."""
+    for name, value in (("image_size", image_size), ("base_channels", base_channels),
+                        ("num_res_blocks", num_res_blocks)):
+        if value < 1:
+            raise ArgumentError(name, value, "must be positive")
     if not channel_mult:
-        raise ValueError("channel_mult is empty")
+        raise ArgumentError("channel_mult", channel_mult, "`channel_mult` is empty: the network needs at least one level")
     factor = 2 ** (len(channel_mult) - 1)
     if image_size % factor:
-        raise ValueError(f"image_size {image_size} is not divisible by 2**(len(channel_mult) - 1) = {factor} "
-                         f"(channel_mult {tuple(channel_mult)} has {len(channel_mult)} levels)")
+        raise ArgumentError("image_size", image_size,
+                            f"the network cannot take it: not divisible by 2**(len(`channel_mult`) - 1) = {factor} "
+                            f"(`channel_mult` {list(channel_mult)} halves it {factor.bit_length() - 1} time(s))")
     level_resolutions = {image_size // 2 ** level: level for level in range(len(channel_mult))}
-    for resolution in attention_resolutions:
+    for i, resolution in enumerate(attention_resolutions):
         if resolution not in level_resolutions:
-            raise ValueError(f"attention resolution {resolution} px is not one of the feature-map resolutions "
-                             f"{sorted(level_resolutions, reverse=True)} of a {image_size} px model "
-                             f"(attention_resolutions are given in pixels)")
+            raise ArgumentError(f"attention_resolutions[{i}]", resolution,
+                                f"attention resolution {resolution} px is not a resolution the network reaches "
+                                f"from {image_size} px (reached: {sorted(level_resolutions, reverse=True)}; "
+                                "`attention_resolutions` are given in pixels)")
     widths = [int(m * base_channels) for m in channel_mult]
     if min(widths) < 1:
-        raise ValueError(f"channel_mult {tuple(channel_mult)} gives a level with no channels")
-    attention_widths = [widths[level_resolutions[r]] for r in attention_resolutions] + [widths[-1]]
+        raise ArgumentError("channel_mult", channel_mult, "gives a level with no channels")
+    attention_widths = sorted({widths[level_resolutions[r]] for r in attention_resolutions} | {widths[-1]})
     for width in attention_widths:
         if num_head_channels:
             if width % num_head_channels:
-                raise ValueError(f"{width} channels are not a multiple of num_head_channels={num_head_channels}")
+                raise ArgumentError("num_head_channels", num_head_channels,
+                                    f"must divide the channels of every attention layer ({attention_widths}; "
+                                    "the middle block always has one)")
         elif width % num_heads:
-            raise ValueError(f"{width} channels cannot be split into num_heads={num_heads} heads")
+            raise ArgumentError("num_heads", num_heads, f"must divide the channels of every attention layer "
+                                                        f"({attention_widths}; the middle block always has one)")
+
+
+def attention_layer_names(image_size: int, channel_mult: Sequence[float], num_res_blocks: int,
+                          attention_resolutions: Sequence[int], middle_attention: bool = True) -> list[str]:
+    """The self-attention layers of the UNet these arguments build, in forward order, named as
+    ADM's modules are (``input_blocks.14.1``, ``middle_block.1``, ``output_blocks.4.1``; the UNet's
+    own ``attention_layers`` are these names). Computed without building the network, so a config
+    naming layers can be checked when it is loaded."""
+    names, index, resolution = [], 1, image_size  # input_blocks[0] is the first convolution
+    for level in range(len(channel_mult)):
+        for _ in range(num_res_blocks):
+            if resolution in attention_resolutions:
+                names.append(f"input_blocks.{index}.1")
+            index += 1
+        if level != len(channel_mult) - 1:
+            index, resolution = index + 1, resolution // 2  # the downsampling block
+    if middle_attention:
+        names.append("middle_block.1")
+    index = 0
+    for level in reversed(range(len(channel_mult))):
+        for i in range(num_res_blocks + 1):
+            if resolution in attention_resolutions:
+                names.append(f"output_blocks.{index}.1")
+            index += 1
+            if level and i == num_res_blocks:
+                resolution *= 2
+    return names
+
+
+PAG_LAYER_CHOICES = ("paper", "all")
+
+
+def pag_layers(attention_layers: Sequence[str], choice: str) -> frozenset[str]:
+    """The self-attention layers perturbed-attention guidance perturbs, of a UNet whose layers are
+    ``attention_layers`` (``attention_layer_names``). ``choice``:
+    - "paper": the choice of Ahn et al. (2024) for ADM UNets. Their reference code perturbs
+      input_blocks.14.1, 16.1, 17.1 and middle_block.1 of ADM ImageNet-256 (run/sample_*.sh,
+      ``--drop_layers``): the last three self-attention layers of the encoder and the middle
+      block's. "paper" takes the same positions in any ADM UNet.
+    - "all": every self-attention layer;
+    - "a,b,...": those layers by name.
+    Raises ValueError naming an unknown layer and listing the known ones."""
+    names = list(attention_layers)
+    if choice == "all":
+        return frozenset(names)
+    if choice == "paper":
+        encoder = [n for n in names if n.startswith("input_blocks.")]
+        return frozenset(encoder[-3:] + [n for n in names if n.startswith("middle_block.")])
+    chosen = [part.strip() for part in choice.split(",") if part.strip()]
+    unknown = [n for n in chosen if n not in names]
+    if unknown or not chosen:
+        raise ValueError(f"{', '.join(unknown) or repr(choice)}: not a self-attention layer of this UNet "
+                         f"(it has {', '.join(names) or 'none'}; or choose {' / '.join(PAG_LAYER_CHOICES)})")
+    return frozenset(chosen)
 
 
 class UNet(nn.Module):
@@ -89,8 +152,9 @@ class UNet(nn.Module):
       use_scale_shift_norm: AdaGN (else the embedding is added before the norm)
       middle_attention: self-attention in the middle block (ADM: always)
       norm_groups: GroupNorm groups (ADM: 32; tiny widths use the largest divisor)
-    ``perturb_attention``: True or a bool tensor [B] - those rows run every self-attention layer
-    with the identity map (attention output = V), for perturbed-attention guidance.
+    ``perturb_attention``: True or a bool tensor [B] - those rows run the self-attention layers
+    named in ``perturb_layers`` (None: every one; ``attention_layers`` lists them) with the identity
+    map (attention output = V), for perturbed-attention guidance.
     """
 
     def __init__(self, image_size: int, in_channels: int = 3, base_channels: int = 128,
@@ -155,13 +219,18 @@ class UNet(nn.Module):
 
         self.out = nn.Sequential(group_norm(first_ch, norm_groups), nn.SiLU(),
                                  zero_module(nn.Conv2d(first_ch, self.out_channels, 3, padding=1)))
+        self.attention_layers = []
+        for name, module in self.named_modules():
+            if isinstance(module, AttentionBlock):
+                module.layer_name = name
+                self.attention_layers.append(name)
 
     @property
     def null_label(self) -> Optional[int]:
         return self.num_classes
 
     def embed(self, t: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
-        emb = self.time_embed(timestep_embedding(t, self.base_channels))
+        emb = self.time_embed(timestep_embedding(t, self.base_channels).to(self.time_embed[0].weight.dtype))
         if self.label_embed is not None:
             if labels is None:
                 labels = torch.full_like(t, self.num_classes, dtype=torch.long)
@@ -171,18 +240,18 @@ class UNet(nn.Module):
         return emb
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor] = None,
-                perturb_attention=None) -> torch.Tensor:
+                perturb_attention=None, perturb_layers: Optional[frozenset[str]] = None) -> torch.Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = self.embed(t, labels).to(x.dtype)
         skips = []
         h = x
         for block in self.input_blocks:
-            h = block(h, emb, perturb_attention)
+            h = block(h, emb, perturb_attention, perturb_layers)
             skips.append(h)
-        h = self.middle_block(h, emb, perturb_attention)
+        h = self.middle_block(h, emb, perturb_attention, perturb_layers)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb, perturb_attention)
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, perturb_attention, perturb_layers)
         return self.out(h)
 
 

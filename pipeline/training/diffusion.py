@@ -25,11 +25,18 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.diffusion.forward import q_sample
-from pipeline.diffusion.losses import ImportanceTimestepSampler, UniformTimestepSampler, diffusion_loss
-from pipeline.training.artifacts import schedule_from
+from pipeline.arguments import ArgumentError
+from pipeline.diffusion.losses import ImportanceTimestepSampler, UniformTimestepSampler, check_loss_kind, diffusion_loss
+from pipeline.weights import schedule_from
 from pipeline.training.task import Task
 
 QUARTILES = 4
+
+
+def check_p_uncond(p_uncond: float) -> None:
+    """The classifier-free dropout probability."""
+    if not 0.0 <= p_uncond <= 1.0:
+        raise ArgumentError("p_uncond", p_uncond, "must be in [0, 1]")
 
 
 def gather_across_workers(value: torch.Tensor) -> torch.Tensor:
@@ -70,7 +77,7 @@ class _NoisingTask:
 @dataclass(frozen=True)
 class DiffusionTask(_NoisingTask, Task):
     unet: dict[str, Any]              # pipeline.nets.unet.UNet constructor arguments (num_classes set)
-    diffusion: dict[str, Any]         # artifacts.diffusion_dict(cfg.diffusion): timesteps, schedule, loss, ...
+    diffusion: dict[str, Any]         # networks.diffusion_dict(cfg.diffusion): timesteps, schedule, loss, ...
     p_uncond: float = 0.1
     importance_sampling: bool = False
     vlb_weight: float = 0.001         # Improved DDPM's lambda
@@ -79,10 +86,8 @@ class DiffusionTask(_NoisingTask, Task):
     def __post_init__(self):
         if self.unet.get("num_classes") is None:
             raise ValueError("DiffusionTask trains a class-conditional UNet: unet['num_classes'] is required")
-        if self.diffusion.get("loss", "simple") == "hybrid" and not self.unet.get("learn_sigma"):
-            raise ValueError("the hybrid loss trains the variance: it needs learn_sigma=True")
-        if not 0.0 <= self.p_uncond <= 1.0:
-            raise ValueError(f"p_uncond {self.p_uncond} is not in [0, 1]")
+        check_loss_kind(self.diffusion.get("loss", "simple"), bool(self.unet.get("learn_sigma")))
+        check_p_uncond(self.p_uncond)
 
     @property
     def null_label(self) -> int:

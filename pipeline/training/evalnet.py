@@ -1,41 +1,29 @@
-"""The evaluation classifier as a training Task, and its final weights on disk.
+"""The evaluation classifier as a training Task, and its accuracy on a shard split.
 
-The published directory holds `evalnet.pt` (the state_dict) and `evalnet.json` (the EvalNet
-constructor arguments), so `load_evalnet` rebuilds it with torch alone, without Ray.
+Its architecture and on-disk format (EvalnetArch, save_evalnet / load_evalnet) live in
+pipeline.weights, which the metrics side reads without importing training.
 """
 from __future__ import annotations
 
-import json
-import posixpath
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from pipeline.arguments import ArgumentError
 from pipeline.nets.evalnet import EvalNet
 from pipeline.training.task import Task
-
-WEIGHTS_FILE = "evalnet.pt"
-CONFIG_FILE = "evalnet.json"
+from pipeline.weights import EvalnetArch
 
 
-@dataclass(frozen=True)
-class EvalnetArch:
-    in_channels: int
-    num_classes: int
-    width: int
-    blocks_per_stage: tuple[int, ...]
-
-    @classmethod
-    def from_config(cls, cfg, in_channels: int, num_classes: int) -> "EvalnetArch":
-        """evalnet.{width, depth, feature_dim}: feature_dim = width * 2**(stages - 1), depth blocks per stage."""
-        ratio = cfg.feature_dim // cfg.width
-        if cfg.feature_dim % cfg.width or ratio & (ratio - 1):
-            raise ValueError(f"evalnet.feature_dim {cfg.feature_dim} must be evalnet.width {cfg.width} times a power of 2")
-        return cls(in_channels, num_classes, cfg.width, (cfg.depth,) * ratio.bit_length())
-
-    def build(self) -> EvalNet:
-        return EvalNet(self.in_channels, self.num_classes, self.width, self.blocks_per_stage)
+def num_stages(width: int, feature_dim: int) -> int:
+    """How many stages give `feature_dim` features from a first stage of `width` channels:
+    feature_dim = width * 2**(stages - 1), as each stage doubles the channels."""
+    ratio, rest = divmod(feature_dim, width)
+    if rest or ratio & (ratio - 1):
+        raise ArgumentError("feature_dim", feature_dim,
+                            f"must be `width` = {width} times a power of 2 (each stage doubles the channels)")
+    return ratio.bit_length()
 
 
 def random_shift(images: torch.Tensor, generator: torch.Generator, pixels: int = 1) -> torch.Tensor:
@@ -59,33 +47,6 @@ class EvalnetTask(Task):
             images = random_shift(images, generator, self.shift_pixels)
         _, logits = model(images)
         return F.cross_entropy(logits, labels)
-
-
-def save_evalnet(directory, model: EvalNet, arch: EvalnetArch) -> None:
-    """Write the weights and constructor arguments into a store Directory (see pipeline.store)."""
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    directory.write_bytes(WEIGHTS_FILE, buffer.getvalue())
-    directory.write_json(CONFIG_FILE, asdict(arch))
-
-
-def load_evalnet(location: str, device: str | torch.device = "cpu") -> EvalNet:
-    """The trained EvalNet (in eval mode) from a train_evalnet output: a local path or URI."""
-    import io
-
-    from pipeline.store import resolve
-
-    fs, root = resolve(location)
-    with fs.open_input_stream(posixpath.join(root, CONFIG_FILE)) as f:
-        raw = json.loads(f.read())
-    arch = EvalnetArch(**{**raw, "blocks_per_stage": tuple(raw["blocks_per_stage"])})
-    with fs.open_input_stream(posixpath.join(root, WEIGHTS_FILE)) as f:
-        weights = torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
-    model = arch.build()
-    model.load_state_dict(weights)
-    return model.to(device).eval()
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """The per-worker loop Ray Train runs: DDP, AdamW with linear warm-up, gradient clipping, EMA,
-checkpoints every N images. Resuming is exact: the data stream restarts at images seen per
-rank, step randomness is derived from (seed, rank, images seen), and everything else is in
-the checkpoint."""
+mixed precision (pipeline.training.precision), checkpoints every N images. Resuming is exact:
+the data stream restarts at images seen per rank, step randomness is derived from (seed, rank,
+images seen), and everything else (the fp16 loss scale included) is in the checkpoint."""
 from __future__ import annotations
 
 import copy
@@ -15,6 +15,8 @@ import time
 import torch
 import torch.distributed as dist
 
+from pipeline.resources import unit_device
+from pipeline.training.precision import MixedPrecision
 from pipeline.training.seeding import seed_global_rng, step_generator
 from pipeline.training.spec import TrainSpec, WorkerCrash
 from pipeline.training.state import STATE_FILE, TrainState
@@ -41,10 +43,11 @@ def mean_across_workers(value: torch.Tensor) -> float:
     return float(value)
 
 
-def any_worker(flag: bool) -> bool:
-    """Whether `flag` is set on any rank (every rank must call it at the same step)."""
+def any_worker(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` is set on any rank (every rank must call it at the same step; `device` is
+    the rank's training device, where NCCL wants the tensor)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        value = torch.tensor([1.0 if flag else 0.0])
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
     return flag
@@ -114,7 +117,8 @@ def train_loop(config: dict) -> None:
     task: Task = config["task"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    device = unit_device(config["stage"], spec.use_gpu, config["require_cuda"], ray.train.torch.get_device)
+    precision = MixedPrecision(spec.precision, device)
 
     torch.manual_seed(spec.seed)
     model = task.build_model()
@@ -124,22 +128,27 @@ def train_loop(config: dict) -> None:
             state = TrainState.load(directory)
     resuming = state is not None
     if not resuming:
-        state = TrainState()
+        state = TrainState(precision=spec.precision)
     else:
+        if state.precision != spec.precision:
+            raise ValueError(f"the checkpoint in {config['run_dir']} was trained in {state.precision}, this run asks "
+                             f"for {spec.precision}: resume with the precision it was started with")
         model.load_state_dict(state.model)
         task.load_state_dict(state.task)
         state.resumes.append(state.nimg)
-    ddp_model = ray.train.torch.prepare_model(model)  # moves `model` in place, wraps it in DDP when world > 1
+    ddp_model = ray.train.torch.prepare_model(model, move_to_device=device)  # moves `model`; DDP when world > 1
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
     emas = [copy.deepcopy(model).requires_grad_(False) for _ in spec.ema_decays]
     if resuming:
         optimizer.load_state_dict(state.optimizer)
+        precision.load_state_dict(state.scaler)
         for ema, saved in zip(emas, state.ema):
             ema.load_state_dict(saved)
     last_checkpoint_nimg = state.nimg
 
-    loader = make_loader(config["data"], StreamSpec(split=spec.split, batch_size=spec.per_worker_batch, rank=rank,
-                                                    world_size=world, seed=spec.seed, start_image=state.nimg // world))
+    stream = StreamSpec(split=spec.split, batch_size=spec.per_worker_batch, rank=rank, world_size=world,
+                        num_workers=spec.loader_workers, seed=spec.seed, start_image=state.nimg // world)
+    loader = make_loader(config["data"], stream, pin_memory=device.type == "cuda")
     batches = iter(loader)
 
     def report(metrics: dict, with_checkpoint: bool) -> None:
@@ -149,6 +158,7 @@ def train_loop(config: dict) -> None:
         state.model = model.state_dict()
         state.ema = [ema.state_dict() for ema in emas]
         state.optimizer = optimizer.state_dict()
+        state.scaler = precision.state_dict()
         state.task = task.state_dict()
         with tempfile.TemporaryDirectory() as directory:
             state.save(directory)
@@ -167,17 +177,18 @@ def train_loop(config: dict) -> None:
             data_error = None
         except ShardIntegrityError as error:
             data_error = error
-        if any_worker(data_error is not None):
+        if any_worker(data_error is not None, device):
             if data_error is not None:
                 write_stop_reason(config["integrity_file"], str(data_error))
             return
-        images, labels = images.to(device), labels.to(device)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         lr = lr_at(spec, state.nimg + spec.batch_size)
         for group in optimizer.param_groups:
             group["lr"] = lr
         # Layers that draw from torch's global generator (dropout) get a per-step seed as well
         seed_global_rng(spec.seed, rank, state.nimg)
-        loss = task.loss(ddp_model, images, labels, step_generator(spec.seed, rank, state.nimg))
+        with precision.autocast():
+            loss = task.loss(ddp_model, images, labels, step_generator(spec.seed, rank, state.nimg)).float()
         global_loss = mean_across_workers(loss)  # every rank sees the same value, so all stop together
         if not math.isfinite(global_loss):
             step = state.nimg // spec.batch_size + 1
@@ -188,9 +199,7 @@ def train_loop(config: dict) -> None:
                                                        f"{state.nimg} images seen; training stopped, {kept}")
             return
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip or float("inf"))
-        optimizer.step()
+        grad_norm = precision.backward_and_step(loss, optimizer, model.parameters(), spec.grad_clip)
         for ema, decay in zip(emas, spec.ema_decays):
             update_ema(ema, model, decay)
         for name, (total_value, count) in task.step_metrics().items():

@@ -1,6 +1,7 @@
-"""The training state a checkpoint holds: model, EMA copies, optimizer, images seen, the
-history so far and the task's extra state. No RNG state: step randomness is derived from
-(seed, rank, images seen). Saved by rank 0, loaded with weights_only=True."""
+"""The training state a checkpoint holds: model, EMA copies, optimizer, the precision and the
+fp16 loss scaler, images seen, the history so far and the task's extra state. No RNG state:
+step randomness is derived from (seed, rank, images seen). Saved by rank 0, loaded with
+weights_only=True."""
 from __future__ import annotations
 
 import io
@@ -19,6 +20,8 @@ class TrainState:
     model: dict = field(default_factory=dict)
     ema: list[dict] = field(default_factory=list)
     optimizer: dict = field(default_factory=dict)
+    precision: str = "fp32"  # the autocast precision it was trained in (a resume must use the same)
+    scaler: dict = field(default_factory=dict)  # torch.amp.GradScaler state (fp16), else empty
     task: dict = field(default_factory=dict)
     losses: list[list[float]] = field(default_factory=list)  # [nimg after the step, global mean loss]
     records: list[dict[str, float]] = field(default_factory=list)  # periodic: nimg, loss, images/s, lr, grad norm

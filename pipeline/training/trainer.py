@@ -1,13 +1,15 @@
-"""The driver side: check the cluster can hold the workers, run the TorchTrainer with the
-stage's partial output as storage (so a re-run resumes from its checkpoints), and hand back
-the final training state."""
+"""The driver side: wait until the cluster can place the workers (pipeline.resources), run the
+TorchTrainer with the stage's partial output as storage (so a re-run resumes from its
+checkpoints), and hand back the final training state."""
 from __future__ import annotations
 
 import functools
 import posixpath
 import time
 from dataclasses import dataclass
+from typing import Optional
 
+from pipeline.resources import Placement, check_cuda, refuse_if_never_placeable, wait_until_placeable
 from pipeline.training.loop import checkpoint_name, newest_state, train_loop
 from pipeline.training.spec import TrainSpec
 from pipeline.training.state import TrainState
@@ -22,10 +24,6 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and images seen."""
 
 
-class NotEnoughResourcesError(RuntimeError):
-    """More training workers than the Ray cluster can place."""
-
-
 @dataclass
 class TrainResult:
     state: TrainState          # final model, EMA, optimizer, per-step losses, periodic records
@@ -33,23 +31,25 @@ class TrainResult:
     seconds: float
 
 
-def check_resources(spec: TrainSpec) -> None:
-    import ray
+def place_workers(spec: TrainSpec, placement: Placement) -> dict:
+    """Wait until the cluster can place every worker (at once on a local instance, which never
+    grows) and check CUDA where they get GPUs; the TorchTrainer's scaling arguments."""
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchConfig
 
-    have = ray.cluster_resources()
-    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
-    if cpus < spec.num_workers:
-        raise NotEnoughResourcesError(
-            f"{spec.num_workers} training workers need {spec.num_workers} CPUs (one each) but the Ray cluster has "
-            f"{cpus:g}: lower num_workers or add nodes")
-    if spec.use_gpu and gpus < spec.num_workers:
-        raise NotEnoughResourcesError(
-            f"{spec.num_workers} GPU training workers need {spec.num_workers} GPUs but the Ray cluster has {gpus:g}")
+    wait_until_placeable(spec.units, placement)
+    cuda = check_cuda(spec.units, placement) if spec.use_gpu else False
+    scaling = ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu,
+                            resources_per_worker=spec.units.bundle())
+    # GPUs without CUDA (require_cuda false: simulated clusters) cannot run NCCL: gloo on CPU
+    backend = TorchConfig(backend="gloo") if spec.use_gpu and not cuda else TorchConfig()
+    return {"scaling_config": scaling, "torch_config": backend}
 
 
-def check_shards(data: str, split: str) -> int:
-    """Before any worker starts: the shard directory has a manifest and every shard of `split`
-    is present with the size the manifest gives (workers check sha256 as they read). Returns
+def check_shards(data: str, split: str, readers: int = 1) -> int:
+    """Before any worker starts: the shard directory has a manifest, every shard of `split`
+    is present with the size the manifest gives (workers check sha256 as they read), and there
+    are at least `readers` shards (each worker's loader processes read disjoint shards). Returns
     the number of images of the split."""
     from pipeline.data.loader import ShardedDataset, ShardIntegrityError
 
@@ -60,6 +60,10 @@ def check_shards(data: str, split: str) -> int:
     entries = dataset.shards(split)
     if not entries:
         raise ShardIntegrityError(f"{data} has no '{split}' shards to train on")
+    if len(entries) < readers:
+        raise ShardIntegrityError(f"{data} has {len(entries)} '{split}' shards but {readers} readers (workers x "
+                                  "loader processes) each need their own: re-shard with a smaller "
+                                  "data.samples_per_shard, or use fewer workers or loader_workers")
     problems = dataset.size_problems(split)
     if problems:
         raise ShardIntegrityError(f"{len(problems)} of {len(entries)} '{split}' shards in {data} fail verification: "
@@ -98,17 +102,21 @@ def _fit_abortably(trainer) -> None:
         raise
 
 
-def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train") -> TrainResult:
+def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train",
+        placement: Optional[Placement] = None) -> TrainResult:
     """Train `task` on the shard directory `data` (path or URI). `storage` (a local path or a
     URI) keeps Ray Train's checkpoints under `name`; calling again with the same storage and
-    name resumes from the last one."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    name resumes from the last one. `placement` says how to wait for the cluster (default: a
+    local instance that never grows)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
     from pipeline.store import resolve
 
     spec.validate()
-    check_resources(spec)
-    check_shards(data, spec.split)
+    placement = placement or Placement(stage=name)
+    refuse_if_never_placeable(spec.units, placement)  # before anything else, as it cannot change
+    check_shards(data, spec.split, readers=spec.num_workers * max(1, spec.loader_workers))
+    scaling = place_workers(spec, placement)
     run_dir = posixpath.join(storage.rstrip("/"), name)
     stop_file, integrity_file = posixpath.join(run_dir, STOP_FILE), posixpath.join(run_dir, INTEGRITY_FILE)
     stop_fs, stop_path = resolve(stop_file)
@@ -120,8 +128,9 @@ def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train
     trainer = _trainer_class()(
         train_loop,
         train_loop_config={"spec": spec, "task": task, "data": data, "run_dir": run_dir,
-                           "stop_file": stop_file, "integrity_file": integrity_file},
-        scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu),
+                           "stop_file": stop_file, "integrity_file": integrity_file, "stage": placement.stage,
+                           "require_cuda": placement.require_cuda},
+        **scaling,
         run_config=RunConfig(
             name=name, storage_path=storage,
             failure_config=FailureConfig(max_failures=spec.max_failures),

@@ -1,5 +1,3 @@
-import os
-
 import pyarrow.fs as pafs
 import pytest
 import torch

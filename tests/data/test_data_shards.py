@@ -141,7 +141,7 @@ def test_resume_rewrites_a_shard_that_does_not_match_its_record(kaggle_tree, tmp
 
 @pytest.mark.parametrize("num_tasks", [1, 3])
 def test_same_shards_with_any_number_of_ray_tasks(ray_local, kaggle_tree, tmp_path, num_tasks):
-    from stages.shard import shard_in_parallel
+    from pipeline.data.build import shard_in_parallel
 
     listing = list_source("imagenet_kaggle", kaggle_tree)
     options = EncodeOptions(resolution=16, num_classes=len(listing.classes))

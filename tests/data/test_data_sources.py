@@ -1,7 +1,6 @@
 import os
 import shutil
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq

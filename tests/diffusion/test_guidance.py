@@ -240,3 +240,44 @@ def test_wrappers_compose_and_keep_the_variance_of_the_conditional_pass():
     assert isinstance(both(x, t, y), DenoiserOutput)
     assert as_output(torch.zeros(1)).var_frac is None
     assert classifier_scale_from_w(2.0, base_is_conditional=False) == 3.0
+
+
+def test_pag_perturbs_only_its_layers():
+    net = tiny_unet(8)
+    x, t, y = torch.randn(3, 3, 8, 8), torch.tensor([100, 500, 900]), torch.tensor([0, 1, 3])
+    layers = frozenset({"middle_block.1"})
+    plain = net(x, t, y)
+    perturbed = net(x, t, y, perturb_attention=True, perturb_layers=layers)
+    pag = PerturbedAttentionGuidance(NetworkDenoiser(net), 2.0, layers=layers)(x, t, y).eps
+    torch.testing.assert_close(pag, plain + 2.0 * (plain - perturbed), rtol=1e-5, atol=1e-5)
+    every = PerturbedAttentionGuidance(NetworkDenoiser(net), 2.0)(x, t, y).eps
+    assert float((pag - every).abs().max()) > 1e-4
+
+
+def test_every_registered_kind_builds_its_wrapper_from_what_it_needs():
+    from pipeline.diffusion.guidance import (ATTENTION, CLASSIFIER, GUIDANCE, GUIDE, UNCONDITIONAL, GuidanceKind,
+                                             GuidanceParts, guidance_kind, register)
+
+    net = tiny_unet(8)
+    plain = NetworkDenoiser(net)
+    classifier = NoisyClassifier(8, 4, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                                 attention_resolutions=(4,), num_head_channels=8).eval()
+    parts = {UNCONDITIONAL: dict(null_label=net.null_label), GUIDE: dict(guide=NetworkDenoiser(tiny_unet(8, seed=1))),
+             CLASSIFIER: dict(classifier=classifier), ATTENTION: dict(attention_layers=frozenset({"middle_block.1"}))}
+    wrappers = {"none": NetworkDenoiser, "cfg": ClassifierFreeGuidance, "classifier": ClassifierGuidance,
+                "autoguidance": AutoGuidance, "pag": PerturbedAttentionGuidance}
+    assert set(wrappers) <= set(GUIDANCE)
+    x, t, y = torch.randn(2, 3, 8, 8), torch.tensor([300, 600]), torch.tensor([1, 2])
+    for name, wrapper in wrappers.items():
+        kind = guidance_kind(name)
+        given = {k: v for need in kind.needs for k, v in parts[need].items()}
+        built = kind.build(GuidanceParts(denoiser=plain, **given), 1.5, None)
+        assert isinstance(built, wrapper), name
+        assert as_output(built(x, t, y)).eps.shape == x.shape
+        assert kind.table(1.5) == ((None, 1.5) if kind.symbol == "s" else (1.5, 2.5))
+    with pytest.raises(ValueError, match="registered already"):
+        register(GUIDANCE["cfg"])
+    with pytest.raises(ValueError, match="unknown needs"):
+        GuidanceKind("bad", "w", "w", "", build=lambda parts, strength, interval: parts.denoiser, needs={"gpu"})
+    with pytest.raises(ValueError, match="unknown guidance kind 'nope'"):
+        guidance_kind("nope")

@@ -4,6 +4,7 @@ import torch
 from pipeline.nets.classifier import NoisyClassifier
 from pipeline.nets.evalnet import EvalNet
 from pipeline.nets.flops import count_flops, forward_gflops_per_image
+from pipeline.nets.layers import AttentionBlock
 from pipeline.nets.unet import UNet, adm_imagenet64_config, validate_unet_config
 from tests.diffusion.tiny import randomize_, tiny_unet
 
@@ -126,3 +127,55 @@ def test_unet_gives_the_same_output_under_inference_mode_and_channels_last():
     with torch.inference_mode():
         fast = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last), t, y)
     torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-5)
+
+
+ADM_256 = dict(image_size=256, base_channels=256, channel_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2,
+               attention_resolutions=(32, 16, 8), num_head_channels=64, num_classes=1000, learn_sigma=True,
+               resblock_updown=True)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(image_size=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,)),
+    dict(image_size=32, channel_mult=(1, 2, 2), num_res_blocks=2, attention_resolutions=(16, 8)),
+    dict(image_size=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=()),
+    {k: v for k, v in adm_imagenet64_config().items()},
+    ADM_256,
+])
+def test_attention_layer_names_are_the_unets_module_names(kwargs):
+    from pipeline.nets.unet import attention_layer_names
+
+    with torch.device("meta"):
+        net = UNet(**{"base_channels": 16, "num_head_channels": 8, "num_classes": 4, **kwargs})
+    names = attention_layer_names(kwargs["image_size"], kwargs["channel_mult"], kwargs["num_res_blocks"],
+                                  kwargs["attention_resolutions"])
+    assert names == net.attention_layers
+    assert all(isinstance(net.get_submodule(name), AttentionBlock) for name in names)
+
+
+def test_the_papers_pag_layers_for_adm_are_those_of_its_reference_code():
+    """Ahn et al. 2024's code perturbs input_blocks.14.1, 16.1, 17.1 and middle_block.1 of ADM
+    ImageNet-256 (run/sample_*.sh, --drop_layers); "paper" picks the same positions in any ADM UNet."""
+    from pipeline.nets.unet import attention_layer_names, pag_layers
+
+    names = attention_layer_names(256, ADM_256["channel_mult"], 2, (32, 16, 8))
+    assert pag_layers(names, "paper") == {"input_blocks.14.1", "input_blocks.16.1", "input_blocks.17.1",
+                                          "middle_block.1"}
+    adm64 = adm_imagenet64_config()
+    names64 = attention_layer_names(64, adm64["channel_mult"], adm64["num_res_blocks"], adm64["attention_resolutions"])
+    assert pag_layers(names64, "paper") == {"input_blocks.13.1", "input_blocks.14.1", "input_blocks.15.1",
+                                            "middle_block.1"}
+    assert pag_layers(names64, "all") == set(names64) and len(names64) == 9 + 1 + 12
+    assert pag_layers(names64, "middle_block.1, input_blocks.5.1") == {"middle_block.1", "input_blocks.5.1"}
+    with pytest.raises(ValueError, match="output_blocks.99.1: not a self-attention layer"):
+        pag_layers(names64, "output_blocks.99.1")
+
+
+def test_perturb_layers_limits_the_identity_attention_to_those_layers():
+    net = tiny_unet(8)  # attention: input_blocks.3.1, middle_block.1, output_blocks.0.1, output_blocks.1.1
+    assert net.attention_layers == ["input_blocks.3.1", "middle_block.1", "output_blocks.0.1", "output_blocks.1.1"]
+    x, t, y = torch.randn(2, 3, 8, 8), torch.tensor([100, 700]), torch.tensor([0, 3])
+    plain, every = net(x, t, y), net(x, t, y, perturb_attention=True)
+    assert torch.equal(net(x, t, y, perturb_attention=True, perturb_layers=frozenset(net.attention_layers)), every)
+    assert torch.equal(net(x, t, y, perturb_attention=True, perturb_layers=frozenset()), plain)
+    middle = net(x, t, y, perturb_attention=True, perturb_layers=frozenset({"middle_block.1"}))
+    assert float((middle - plain).abs().max()) > 1e-4 and float((middle - every).abs().max()) > 1e-4

@@ -51,7 +51,7 @@ def real_images(n: int = 64, seed: int = 123) -> tuple[np.ndarray, np.ndarray]:
 def _training_setup(net: torch.nn.Module, seed: int):
     """What the two brief trainings share: a generator, ``real_images`` as model-space tensors,
     the schedule and an Adam optimiser; ``net`` is put in training mode."""
-    from pipeline.training.artifacts import schedule_from
+    from pipeline.weights import schedule_from
 
     images, labels = real_images(256, seed)
     x0_all = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -98,7 +98,7 @@ def train_classifier_briefly(net: torch.nn.Module, steps: int, seed: int = 0) ->
 def write_diffusion(out: Directory, p_uncond: float = P_UNCOND, seed: int = 0) -> None:
     """A train_diffusion output: the main model and its autoguidance guide in guide/."""
     from pipeline.nets.unet import UNet
-    from pipeline.training.artifacts import GUIDE_DIR, save_diffusion
+    from pipeline.weights import GUIDE_DIR, save_diffusion
 
     save_diffusion(out, train_briefly(UNet(**UNET), 60, p_uncond, seed).state_dict(), UNET, DIFFUSION,
                    p_uncond=p_uncond, nimg=60 * 32, role="main")
@@ -109,7 +109,7 @@ def write_diffusion(out: Directory, p_uncond: float = P_UNCOND, seed: int = 0) -
 
 def write_classifier(out: Directory, seed: int = 2) -> None:
     from pipeline.nets.classifier import NoisyClassifier
-    from pipeline.training.artifacts import save_classifier
+    from pipeline.weights import save_classifier
 
     save_classifier(out, train_classifier_briefly(NoisyClassifier(**CLASSIFIER), 30, seed).state_dict(),
                     CLASSIFIER, DIFFUSION, nimg=30 * 32)
@@ -117,7 +117,7 @@ def write_classifier(out: Directory, seed: int = 2) -> None:
 
 def write_evalnet(out: Directory, seed: int = 3) -> None:
     """An untrained evaluation classifier (random features are a valid, if weak, feature space)."""
-    from pipeline.training.evalnet import EvalnetArch, save_evalnet
+    from pipeline.weights import EvalnetArch, save_evalnet
 
     arch = EvalnetArch(in_channels=3, num_classes=NUM_CLASSES, width=8, blocks_per_stage=(1, 1))
     torch.manual_seed(seed)

@@ -1,11 +1,11 @@
-"""Sampling library: trials, labels, guided denoisers, per-image determinism."""
+"""Sampling library: configurations, labels, guided denoisers, per-image determinism."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.generation import (SamplerTrial, build_denoiser, generate, guided_steps, interval_timesteps,
+from pipeline.generation import (SamplerConfig, build_denoiser, generate, guided_steps, interval_timesteps,
                                  labels_for, load_models, nfe_per_image)
 from pipeline.generation.batching import FixedBatch
 from tests.generation.conftest import NUM_CLASSES, UNET, randomized
@@ -13,37 +13,38 @@ from tests.generation.conftest import NUM_CLASSES, UNET, randomized
 GUIDANCE = ["none", "cfg", "classifier", "autoguidance", "pag"]
 
 
-def trial(**kw) -> SamplerTrial:
-    base = dict(guidance="cfg", w=1.5, sampler="ddim", steps=4, num_images=12, seed=3, p_uncond=0.1)
-    return SamplerTrial(**{**base, **kw})
+def trial(**kw) -> SamplerConfig:
+    base = dict(guidance="cfg", strength=1.5, sampler="ddim", steps=4, seed=3, p_uncond=0.1)
+    return SamplerConfig(**{**base, **kw})
 
 
-# -- trials and costs
+# -- configurations and costs
 
 
 def test_trial_round_trips_and_reads_the_sample_config():
     from pipeline.config import load_config
 
-    cfg = load_config(None, ["sample.guidance_interval=[0.2, 0.8]", "sample.w=2.0"])
-    t = SamplerTrial.from_sample_config(cfg.sample)
-    assert t.interval == (0.2, 0.8) and t.w == 2.0 and t.sampler == cfg.sample.sampler
-    assert SamplerTrial.from_dict(t.to_dict()) == t
-    assert t.name == "cfg-w2-i0.2-0.8-ddim50-p0.1-n1000-balanced-s0"
+    cfg = load_config(None, ["sample.guidance_interval=[0.2, 0.8]", "sample.strength=2.0"])
+    t = SamplerConfig.from_section(cfg.sample)
+    assert t.guidance_interval == (0.2, 0.8) and t.w == 2.0 and t.sampler == cfg.sample.sampler
+    assert SamplerConfig.from_dict(t.to_dict()) == t
+    # the name leaves out settings at their usual value (N is not part of a configuration)
+    assert t.name == "cfg-w2-i0.2-0.8-ddim50-p0.1"
     with pytest.raises(ValueError, match="eta"):
-        SamplerTrial(sampler="ddpm", eta=1.0)
+        SamplerConfig(sampler="ddpm", eta=1.0)
     with pytest.raises(ValueError, match="interval"):
-        SamplerTrial(interval=(0.9, 0.1))
+        SamplerConfig(guidance_interval=(0.9, 0.1))
 
 
 def test_nfe_counts_the_guiding_pass_only_where_guidance_acts():
     assert nfe_per_image(trial(guidance="none", steps=50)) == 50
     for kind in ("cfg", "classifier", "autoguidance", "pag"):
         assert nfe_per_image(trial(guidance=kind, steps=50)) == 100
-    assert nfe_per_image(trial(guidance="cfg", w=0.0, steps=50)) == 50
+    assert nfe_per_image(trial(guidance="cfg", strength=0.0, steps=50)) == 50
     # 10 evenly spaced steps of 1000: 0, 111, ..., 999; u in [0.3, 0.7] keeps t = 333, 444, 555, 666
     assert interval_timesteps((0.3, 0.7), 1000) == (300, 699)
-    assert guided_steps(trial(steps=10, interval=(0.3, 0.7)), 1000) == 4
-    assert nfe_per_image(trial(steps=10, interval=(0.3, 0.7)), 1000) == 14
+    assert guided_steps(trial(steps=10, guidance_interval=(0.3, 0.7)), 1000) == 4
+    assert nfe_per_image(trial(steps=10, guidance_interval=(0.3, 0.7)), 1000) == 14
 
 
 # -- labels
@@ -51,7 +52,7 @@ def test_nfe_counts_the_guiding_pass_only_where_guidance_acts():
 
 @pytest.mark.parametrize("dist", ["balanced", "uniform"])
 def test_labels_depend_only_on_seed_and_index(dist):
-    t = trial(class_dist=dist, num_images=100)
+    t = trial(class_dist=dist)
     full = labels_for(t, range(100), NUM_CLASSES)
     picked = [97, 3, 42, 10, 11]
     assert torch.equal(labels_for(t, picked, NUM_CLASSES), full[picked])
@@ -90,16 +91,17 @@ def test_rows_do_not_depend_on_their_batch_once_the_call_shape_is_fixed():
 @pytest.mark.parametrize("guidance", GUIDANCE)
 def test_images_identical_for_any_batch_size_and_split(tiny_models, guidance):
     t = trial(guidance=guidance, sampler="ddpm" if guidance in ("cfg", "pag") else "ddim",
-              eta=0.0 if guidance in ("cfg", "pag") else 0.5, interval=(0.2, 0.9) if guidance == "cfg" else None)
+              eta=0.0 if guidance in ("cfg", "pag") else 0.5,
+              guidance_interval=(0.2, 0.9) if guidance == "cfg" else None, net_batch=8)
     models = load_models(t, tiny_models["diffusion"], tiny_models["classifier"])
-    images, labels = generate(t, models, range(12), batch_size=12, net_batch=8)
+    images, labels = generate(t, models, range(12), batch_size=12)
     assert images.shape == (12, 8, 8, 3) and images.dtype == np.uint8 and labels.dtype == np.int64
     assert images.std() > 5  # not a constant image
     for batch_size in (1, 5):
-        again, again_labels = generate(t, models, range(12), batch_size=batch_size, net_batch=8)
+        again, again_labels = generate(t, models, range(12), batch_size=batch_size)
         assert np.array_equal(again, images) and np.array_equal(again_labels, labels)
     order = [9, 2, 11, 0, 5]
-    part, part_labels = generate(t, models, order, batch_size=2, net_batch=8)
+    part, part_labels = generate(t, models, order, batch_size=2)
     assert np.array_equal(part, images[order]) and np.array_equal(part_labels, labels[order])
     assert np.array_equal(labels, labels_for(t, range(12), NUM_CLASSES).numpy())
 
@@ -108,13 +110,13 @@ def test_images_identical_for_any_batch_size_and_split(tiny_models, guidance):
 def test_bf16_precision_stays_close_to_fp32_and_batch_invariant(tiny_models, guidance):
     """precision=bf16 runs the denoising networks under bf16 autocast: the images move by bf16
     rounding only (a few uint8 levels on most pixels) and still do not depend on the batch size."""
-    fp32 = trial(guidance=guidance, steps=8)
-    bf16 = trial(guidance=guidance, steps=8, precision="bf16")
-    assert bf16.name.endswith("-bf16") and SamplerTrial.from_dict(bf16.to_dict()) == bf16
+    fp32 = trial(guidance=guidance, steps=8, net_batch=8)
+    bf16 = trial(guidance=guidance, steps=8, precision="bf16", net_batch=8)
+    assert bf16.name.endswith("-bf16") and SamplerConfig.from_dict(bf16.to_dict()) == bf16
     models = load_models(fp32, tiny_models["diffusion"], tiny_models["classifier"])
-    reference, _ = generate(fp32, models, range(12), batch_size=12, net_batch=8)
-    images, _ = generate(bf16, models, range(12), batch_size=12, net_batch=8)
-    again, _ = generate(bf16, models, range(12), batch_size=5, net_batch=8)
+    reference, _ = generate(fp32, models, range(12), batch_size=12)
+    images, _ = generate(bf16, models, range(12), batch_size=12)
+    again, _ = generate(bf16, models, range(12), batch_size=5)
     assert np.array_equal(again, images)
     difference = np.abs(images.astype(int) - reference.astype(int))
     assert difference.max() > 0  # bf16 really ran
@@ -138,7 +140,7 @@ def test_network_denoiser_autocast_returns_float32_from_a_bf16_network():
     assert seen == [torch.float32, torch.bfloat16] and rounded.dtype == torch.float32
     assert 0 < float((rounded - exact).abs().max()) < 0.1 * float(exact.abs().max())
     with pytest.raises(ValueError, match="precision"):
-        SamplerTrial(precision="fp16")
+        SamplerConfig(precision="fp16")
 
 
 def test_guidance_changes_the_images_and_the_seed_matters(tiny_models):
@@ -147,11 +149,11 @@ def test_guidance_changes_the_images_and_the_seed_matters(tiny_models):
     base, _ = generate(plain, models, range(4), 4)
     for kind in ("cfg", "classifier", "autoguidance", "pag"):
         guided_models = load_models(trial(guidance=kind), tiny_models["diffusion"], tiny_models["classifier"])
-        guided, _ = generate(trial(guidance=kind, w=4.0), guided_models, range(4), 4)
+        guided, _ = generate(trial(guidance=kind, strength=4.0), guided_models, range(4), 4)
         assert not np.array_equal(guided, base), kind
     other_seed, _ = generate(trial(guidance="none", seed=4), models, range(4), 4)
     assert not np.array_equal(other_seed, base)
-    assert np.array_equal(generate(trial(guidance="cfg", w=0.0), models, range(4), 4)[0], base)
+    assert np.array_equal(generate(trial(guidance="cfg", strength=0.0), models, range(4), 4)[0], base)
 
 
 def test_load_models_loads_what_the_guidance_needs(tiny_models):
@@ -167,7 +169,7 @@ def test_load_models_loads_what_the_guidance_needs(tiny_models):
 def test_denoiser_matches_the_guidance_kind(tiny_models):
     from pipeline.diffusion.guidance import ClassifierFreeGuidance
 
-    t = trial(guidance="cfg", interval=(0.5, 1.0))
+    t = trial(guidance="cfg", guidance_interval=(0.5, 1.0))
     d = build_denoiser(t, load_models(t, tiny_models["diffusion"]))
     assert isinstance(d, ClassifierFreeGuidance) and d.interval == (50, 99) and d.null_label == NUM_CLASSES
 
@@ -197,13 +199,32 @@ def test_an_exact_denoiser_samples_exactly_its_class_images(sampler, w):
     null prediction of 0, every x0 prediction is (1 + w) mu_c (eq. 6 of the CFG paper), clipped."""
     from pipeline.diffusion.schedules import make_schedule
     from pipeline.generation import Models
-    from pipeline.training.artifacts import DiffusionModel
+    from pipeline.weights import DiffusionModel
 
     schedule = make_schedule("cosine", 100)
     levels = torch.tensor(np.random.default_rng(0).integers(20, 236, size=(NUM_CLASSES, 3)))
     models = Models(main=DiffusionModel(ExactPointMassNet(schedule, levels.float() / 127.5 - 1), schedule))
-    t = trial(guidance="cfg", w=w, sampler=sampler, steps=10, class_dist="uniform")
+    t = trial(guidance="cfg", strength=w, sampler=sampler, steps=10, class_dist="uniform")
     images, labels = generate(t, models, range(12), batch_size=5)
     mu = levels[torch.from_numpy(labels)].float() / 127.5 - 1
     expected = ((((1 + w) * mu).clamp(-1, 1) + 1) * 127.5).round().numpy()[:, None, None, :]
     assert np.abs(images.astype(int) - expected).max() <= 1
+
+
+def test_every_network_call_has_the_configurations_net_batch_rows():
+    """net_batch is part of the configuration: every call of the network has exactly that many
+    rows (padded), whatever the batch size, so the images are fixed by it."""
+    from pipeline.diffusion.schedules import make_schedule
+    from pipeline.generation import Models
+    from pipeline.weights import DiffusionModel
+
+    schedule = make_schedule("cosine", 100)
+    net = ExactPointMassNet(schedule, torch.zeros(NUM_CLASSES, 3))
+    rows = []
+    net.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    models = Models(main=DiffusionModel(net, schedule))
+    for net_batch, batch_size in ((16, 5), (16, 12), (4, 3)):
+        rows.clear()
+        generate(trial(guidance="cfg", steps=3, net_batch=net_batch), models, range(12), batch_size=batch_size)
+        assert set(rows) == {net_batch}, (net_batch, batch_size, rows)
+    assert trial(net_batch=16).id != trial(net_batch=64).id and trial(net_batch=16).name.endswith("-nb16")

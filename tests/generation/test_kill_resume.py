@@ -49,11 +49,11 @@ def test_killed_sample_stage_resumes_from_its_chunks(run_pipeline, workdir):
     summary = json.loads((out / "_MANIFEST.json").read_text())["summary"]
     assert summary["reused_chunks"] >= finished and summary["generated_images"] <= 48 - 4 * finished
 
-    from pipeline.generation import SamplerTrial, generate, iter_chunks, load_models, plan_chunks
+    from pipeline.generation import SamplerConfig, generate, iter_chunks, load_models, plan_chunks
     from pipeline.store import Directory, resolve
 
     info = json.loads((out / "samples.json").read_text())
-    trial = SamplerTrial.from_dict(info["trial"])
+    trial = SamplerConfig.from_dict(info["config"])
     images = np.concatenate([c[0] for c in iter_chunks(Directory(*resolve(str(out)), str(out)), plan_chunks(48, 4))])
     fresh, _ = generate(trial, load_models(trial, info["model"]["uri"]), range(48), batch_size=16)
     assert np.array_equal(images, fresh)

@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.generation import SamplerTrial, generate, load_models, load_references, make_extractors, score
+from pipeline.generation import SamplerConfig, generate, load_models, load_references, make_extractors, score
 from pipeline.generation.score_files import main
 from pipeline.metrics import write_png_folder
 
 
 def test_png_folder_and_npz_give_the_in_memory_numbers(tiny_models, tiny_references, tmp_path, capsys):
-    trial = SamplerTrial(guidance="none", steps=3, num_images=40, seed=1)
+    trial = SamplerConfig(guidance="none", steps=3, seed=1)
     images, labels = generate(trial, load_models(trial, tiny_models["diffusion"]), range(40), 40)
     cfg = SimpleNamespace(extractors=["evalnet"], inception_weights=None, require_inception=False,
                           pr_neighbours=3, batch_size=16)
@@ -35,5 +35,6 @@ def test_png_folder_and_npz_give_the_in_memory_numbers(tiny_models, tiny_referen
         assert result["protocol"]["evalnet"] == protocol["evalnet"]
 
     assert main([str(tmp_path / "pngs"), *common]) == 0  # no labels: everything but class accuracy
-    assert set(json.loads(capsys.readouterr().out)["metrics"]) == set(expected) - {"class_accuracy"}
+    assert set(json.loads(capsys.readouterr().out)["metrics"]) == set(expected) - {
+        "class_accuracy", "class_accuracy_ci_low", "class_accuracy_ci_high"}
     assert main([str(tmp_path / "missing.npz"), *common]) == 2

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.generation import (SamplerTrial, generate, load_models, load_references, make_extractors,
+from pipeline.generation import (SamplerConfig, generate, load_models, load_references, make_extractors,
                                  protocol_params, score, seed_range)
 from pipeline.metrics import FeatureStats, InceptionWeightsMissing
 from tests.generation.conftest import real_images
@@ -43,7 +43,7 @@ def test_real_images_score_better_than_samples_and_carry_their_protocol(tiny_mod
     refs = load_references(tiny_references)
     images, labels = real_images(64, seed=7)  # fresh draws of the reference distribution
     real_metrics, protocol = score(images, labels, extractors, refs, cfg, seed_range(7, 64))
-    trial = SamplerTrial(guidance="cfg", w=1.0, steps=4, num_images=64, seed=0)
+    trial = SamplerConfig(guidance="cfg", strength=1.0, steps=4, seed=0)
     generated, gen_labels = generate(trial, load_models(trial, tiny_models["diffusion"]), range(64), 32)
     gen_metrics, _ = score(generated, gen_labels, extractors, refs, cfg, seed_range(0, 64))
     for m in (real_metrics, gen_metrics):
@@ -88,3 +88,20 @@ def test_with_inception_weights_both_feature_spaces_are_scored(tiny_models, monk
     assert {"fid", "kid_mean", "precision_inception", "recall_inception", "fd_evalnet", "class_accuracy"} <= set(metrics)
     assert protocol["inception"]["reference_stats_id"] == index["inception"]["stats_id"]
     assert protocol["inception"]["extractor"] == "inception" and protocol["evalnet"]["extractor"] == "evalnet"
+
+
+def test_references_and_models_read_from_a_store_uri_leave_no_temporary_files(tiny_references, tiny_models,
+                                                                              tmp_path, monkeypatch):
+    import tempfile
+
+    from pipeline.weights import load_classifier
+    from pipeline.weights import load_evalnet
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where a temporary copy would go
+    by_uri = load_references(f"file://{tiny_references}")
+    assert by_uri["evalnet"].stats_id == load_references(tiny_references)["evalnet"].stats_id
+    load_evalnet(f"file://{tiny_models['evalnet']}")
+    load_classifier(f"file://{tiny_models['classifier']}")
+    assert list(scratch.iterdir()) == []

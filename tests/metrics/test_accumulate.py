@@ -74,3 +74,25 @@ def test_subsample_keeps_everything_when_small():
     s = FeatureSubsample(50, seed=0)
     _feed(s, x, [4, 6])
     np.testing.assert_array_equal(s.features, x)
+
+
+def test_grouped_moments_do_not_depend_on_batches_and_add_up_to_the_total():
+    from pipeline.metrics import GroupedMoments
+
+    x = np.random.default_rng(9).normal(size=(137, 5)) + 3.0
+    one, many = GroupedMoments(10, seed=2), GroupedMoments(10, seed=2)
+    one.update(x)
+    for start in range(0, 137, 19):
+        many.update(x[start:start + 19], start_index=start)
+    assert one.sizes.tolist() == many.sizes.tolist() and one.sizes.sum() == 137 and (one.sizes > 0).all()
+    for g in range(10):
+        np.testing.assert_allclose(one.moments[g].mean, many.moments[g].mean, rtol=1e-12)
+    rest = one.without(4)
+    np.testing.assert_allclose(rest.cov, np.cov(x[np.flatnonzero(_groups(137, 10, 2) != 4)], rowvar=False), rtol=1e-10)
+    assert GroupedMoments(10, seed=3).groups == 10 and not np.array_equal(_groups(137, 10, 3), _groups(137, 10, 2))
+
+
+def _groups(n, groups, seed):
+    from pipeline.metrics._hashing import sample_groups
+
+    return sample_groups(np.arange(n, dtype=np.uint64), groups, seed)

@@ -38,3 +38,26 @@ def test_matches_cleanfid_kernel_distance_on_full_sets():
     a, b = rng.normal(size=(200, 10)), rng.normal(size=(200, 10)) * 1.2
     ours, _ = kid(a, b, num_subsets=1, subset_size=200, seed=0)
     assert ours == pytest.approx(kernel_distance(a, b, num_subsets=1, max_subset_size=200), rel=1e-10)
+
+
+@pytest.mark.parametrize("n_a, n_b, subsets, size, seed", [(300, 250, 7, 100, 0), (120, 400, 5, 1000, 3)])
+def test_equals_cleanfid_kernel_distance_with_its_own_subset_draws(n_a, n_b, subsets, size, seed):
+    """Same features, same seed: clean-fid's kernel_distance (global numpy RNG seeded) and ours agree
+    to round-off, with subsets smaller than the sets (the draws matter) and without touching the
+    global RNG."""
+    from cleanfid.fid import kernel_distance
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(n_a, 12))
+    b = rng.normal(size=(n_b, 12)) * 1.1 + 0.1
+    state = np.random.get_state()
+    ours, _ = kid(a, b, num_subsets=subsets, subset_size=size, seed=seed)
+    assert np.array_equal(np.random.get_state()[1], state[1])
+    try:
+        np.random.seed(seed)
+        theirs = kernel_distance(a, b, num_subsets=subsets, max_subset_size=size)
+    finally:
+        np.random.set_state(state)
+    assert ours == pytest.approx(theirs, rel=1e-10)
+    # and a different seed draws different subsets
+    assert kid(a, b, num_subsets=subsets, subset_size=size, seed=seed + 1)[0] != pytest.approx(ours, rel=1e-6)

@@ -11,19 +11,23 @@ from pipeline.run import main
 from tests.reliability.drive import arguments
 
 CASES = [
+    # the config's rules
     (["tracking.uri=foo://bar"], "tracking.uri = 'foo://bar': unknown scheme 'foo'"),
+    (["tracking.experiment="], "tracking.experiment = '': an experiment name is required"),
+    (["tracking.experiment=  "], "an experiment name is required"),
+    (["sweep.guidance.cfg=[]"], "sweep.guidance.cfg = []: a listed guidance kind needs at least one strength"),
+    (["sweep.p_uncond=[]"], "sweep.p_uncond = []: no model to sweep"),
+    # what the config points at, asked before anything starts
     (["tracking.uri=http://127.0.0.1:1"], "tracking.uri = 'http://127.0.0.1:1': no MLflow server answers"),
     (["tracking.uri=postgresql://127.0.0.1:1/db"], "database host 127.0.0.1:1 not reachable"),
     (["tracking.uri=sqlite:////no/such/dir/mlflow.db"], "the directory /no/such/dir does not exist"),
-    (["tracking.experiment="], "tracking.experiment = '': an experiment name is required"),
-    (["tracking.experiment=  "], "an experiment name is required"),
     (["store.root=foo://bar"], "store.root = 'foo://bar': foo://bar: unknown filesystem scheme 'foo'"),
     (["store.root={tmp}/a-file/runs"], "cannot be created: {tmp}/a-file is not a writable directory"),
-    (["train.use_gpu=true"], "train.use_gpu (one per train.num_workers) asks for 1 GPU(s) but this machine's "
-                             "private Ray instance has 0"),
-    (["sweep.gpus_per_trial=1"], "sweep.gpus_per_trial asks for 1 GPU(s)"),
-    (["sweep.w=[]"], "sweep.w = []: sweep.guidance lists cfg, which then has nothing to try"),
-    (["sweep.p_uncond=[]"], "sweep.p_uncond = []: no model to sweep"),
+    # GPUs a private local instance cannot have (pipeline.resources)
+    (["train.use_gpu=true", "cluster.num_gpus=0"], "train_diffusion: 1 x training worker (1 CPU, 1 GPU each) (use_gpu) need 1 GPU but "
+                             "this machine's private Ray instance has 0"),
+    (["sweep.gpus_per_trial=1", "cluster.num_gpus=0"], "sweep: one sweep trial per configuration, as many at once as fit (1 CPU, 1 GPU "
+                                 "each) (sweep.gpus_per_trial) need 1 GPU but"),
 ]
 
 

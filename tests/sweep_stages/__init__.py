@@ -1,5 +1,5 @@
 """Stand-ins for the training stages: random-weight tiny models in the real on-disk formats
-(pipeline/training/artifacts.py, pipeline/training/evalnet.py), written instantly, so the
+(pipeline/weights.py), written instantly, so the
 sweep and leaderboard run through the real runner without minutes of training.
 
     shard ─► train_diffusion[p_uncond=…] (random UNet + guide) ─┐

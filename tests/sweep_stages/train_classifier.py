@@ -10,7 +10,8 @@ def run(ctx, cfg, inputs):
     import torch
 
     from pipeline.nets.classifier import NoisyClassifier
-    from pipeline.training.artifacts import diffusion_dict, save_classifier
+    from pipeline.training.networks import diffusion_dict
+    from pipeline.weights import save_classifier
     from tests.sweep_stages import NUM_CLASSES
 
     c = cfg.classifier

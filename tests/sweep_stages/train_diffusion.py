@@ -21,9 +21,11 @@ def run(ctx, cfg, inputs):
     import torch
 
     from pipeline.nets.unet import UNet
-    from pipeline.training.artifacts import GUIDE_DIR, diffusion_dict, save_diffusion
+    from pipeline.training.networks import diffusion_dict
+    from pipeline.weights import GUIDE_DIR, save_diffusion
 
     p = ctx.variant["train.p_uncond"]
+    ctx.tracker.log_dataset(inputs["shard"])  # as the real stage does
     torch.manual_seed(int(p * 1000))
     for directory, width, role in ((ctx.out, cfg.model.base_channels, "main"),
                                    (ctx.out.subdir(GUIDE_DIR), cfg.train.guide.base_channels, "guide")):

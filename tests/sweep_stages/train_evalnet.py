@@ -8,10 +8,11 @@ STAGE = StageSpec(name="train_evalnet", version="test-1", reads=("evalnet",), in
 def run(ctx, cfg, inputs):
     import torch
 
-    from pipeline.training.evalnet import EvalnetArch, save_evalnet
+    from pipeline.training.networks import evalnet_arch
+    from pipeline.weights import save_evalnet
     from tests.sweep_stages import NUM_CLASSES
 
-    arch = EvalnetArch.from_config(cfg.evalnet, in_channels=3, num_classes=NUM_CLASSES)
+    arch = evalnet_arch(cfg.evalnet, in_channels=3, num_classes=NUM_CLASSES)
     torch.manual_seed(2)
     save_evalnet(ctx.out, arch.build(), arch)
     return {}

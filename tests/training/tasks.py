@@ -5,6 +5,7 @@ import torch
 
 from pipeline.training.diffusion import DiffusionTask
 from pipeline.training.evalnet import EvalnetTask
+from pipeline.training.task import Task
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,42 @@ class ShardRecordingTask(DiffusionTask):
                   "first_batch_sum": float(images.sum())}
         with open(os.path.join(self.out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(record, f)
+
+
+class SmallConvNet(torch.nn.Module):
+    """Conv, ReLU, linear: no normalisation layer, so a sample's gradient does not depend on
+    the other samples of the batch (BatchNorm's would)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.head = torch.nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+@dataclass(frozen=True)
+class FixedGlobalBatch(Task):
+    """Every step trains on one fixed global batch of `global_batch` random images (seeded by
+    `data_seed`, the loader's images are ignored), split over the ranks in rank order: rank r
+    of W takes rows [r B/W, (r+1) B/W). With gradients averaged across ranks, W workers take
+    exactly the steps one worker takes on the whole batch."""
+
+    global_batch: int = 64
+    data_seed: int = 1234
+
+    def build_model(self):
+        return SmallConvNet()
+
+    def loss(self, model, images, labels, generator):
+        import torch.nn.functional as F
+
+        distributed = torch.distributed.is_initialized()
+        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+        g = torch.Generator().manual_seed(self.data_seed)
+        x = torch.randn(self.global_batch, 3, 8, 8, generator=g)
+        y = torch.randint(0, 10, (self.global_batch,), generator=g)
+        per = self.global_batch // world
+        mine = slice(rank * per, (rank + 1) * per)
+        return F.cross_entropy(model(x[mine].to(images.device)), y[mine].to(images.device))

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pipeline.store import Directory
-from pipeline.training.artifacts import (load_classifier, load_diffusion, load_guide, guide_location,
-                                         save_classifier, save_diffusion)
+from pipeline.weights import (load_classifier, load_diffusion, load_guide, guide_location, save_classifier,
+                              save_diffusion)
 from pipeline.nets.classifier import NoisyClassifier
 from pipeline.nets.unet import UNet
 

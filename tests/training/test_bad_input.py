@@ -56,3 +56,11 @@ def test_altered_shard_fails_in_the_worker_naming_the_shard(shards_copy, tmp_pat
     # even with restarts allowed (a WorkerGroupError would mean Ray Train retried the read)
     with pytest.raises(ShardIntegrityError, match=r"shard .* sha256 .* \(altered\).*not retried"):
         fit(TASK, dataclasses.replace(SPEC, max_failures=2), str(copy), str(tmp_path / "storage"))
+
+
+def test_more_readers_than_shards_is_refused_before_starting(digits_shards, tmp_path):
+    shards = len(ShardedDataset(digits_shards).shards("train"))
+    spec = TrainSpec(**{**SPEC.__dict__, "loader_workers": shards})  # 2 workers x `shards` loader processes
+    with pytest.raises(ShardIntegrityError, match=rf"has {shards} 'train' shards but {2 * shards} readers"):
+        fit(TASK, spec, digits_shards, str(tmp_path / "storage"))
+    assert not (tmp_path / "storage").exists()

@@ -103,16 +103,32 @@ def test_samples_depend_on_seed_and_index_only_and_grid_layout():
 
     from PIL import Image
 
-    from pipeline.training.artifacts import schedule_from
-    from pipeline.training.samples import conditional_samples, grid_labels, grid_png
+    from pipeline.training.samples import conditional_samples, grid_png
+    from pipeline.weights import DiffusionModel, schedule_from
 
     torch.manual_seed(0)
-    net = DiffusionTask(UNET, DIFFUSION).build_model().eval()
-    schedule = schedule_from(DIFFUSION)
-    labels = grid_labels(10, 2)
-    whole = conditional_samples(net, schedule, labels, steps=5, seed=1)
-    split = conditional_samples(net, schedule, labels, steps=5, seed=1, batch_size=7)
+    model = DiffusionModel(DiffusionTask(UNET, DIFFUSION).build_model().eval(), schedule_from(DIFFUSION))
+    whole, _ = conditional_samples(model, 20, steps=5, seed=1)
+    split, _ = conditional_samples(model, 20, steps=5, seed=1, batch_size=7)
     assert whole.shape == (20, 8, 8, 3) and whole.dtype.name == "uint8"
     assert (whole == split).all()
     png = Image.open(io.BytesIO(grid_png(whole, rows=10, scale=2, pad=1)))
     assert png.size == (2 * 17 + 1, 10 * 17 + 1)
+
+
+def test_training_samples_are_generations_unguided_ddim_images():
+    """One sampler, one respacing: training's samples are the `sample` stage's images of the
+    unguided DDIM trial (not a second DDIM implementation on other timesteps)."""
+    from pipeline.generation.generate import generate
+    from pipeline.generation.models import Models
+    from pipeline.generation.sampler_config import SamplerConfig
+    from pipeline.training.samples import conditional_samples
+    from pipeline.weights import DiffusionModel, schedule_from
+
+    torch.manual_seed(0)
+    model = DiffusionModel(DiffusionTask(UNET, DIFFUSION).build_model().eval(), schedule_from(DIFFUSION))
+    images, labels = conditional_samples(model, 12, steps=7, seed=3)
+    config = SamplerConfig(guidance="none", strength=0.0, sampler="ddim", steps=7, eta=0.0, seed=3, net_batch=12)
+    expected, expected_labels = generate(config, Models(main=model), range(12), batch_size=12)
+    assert (images == expected).all() and (labels == expected_labels).all()
+    assert sorted(labels[:10].tolist()) == list(range(10))  # balanced classes: each once per block of 10

@@ -4,10 +4,12 @@ import pytest
 import torch
 from ray.train import WorkerGroupError
 
-from pipeline.training.evalnet import EvalnetArch, EvalnetTask
+from pipeline.resources import NotEnoughResourcesError
+from pipeline.training.evalnet import EvalnetTask
 from pipeline.training.spec import TrainSpec, WorkerCrash
 from pipeline.training.state import TrainState
-from pipeline.training.trainer import NonFiniteLossError, NotEnoughResourcesError, fit
+from pipeline.training.trainer import NonFiniteLossError, fit
+from pipeline.weights import EvalnetArch
 from tests.training.tasks import NanOnRankAfterSteps
 
 ARCH = EvalnetArch(in_channels=3, num_classes=10, width=16, blocks_per_stage=(1, 1))

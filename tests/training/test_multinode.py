@@ -1,25 +1,16 @@
 """Training on a two-node Ray cluster simulated on this machine: one worker per node, each
 reading its own disjoint share of the shards in every epoch. The cluster is its own Ray, in
 its own process, so it does not meet the session's `ray_local`."""
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import REPO
+from tests.training.conftest import run_own_cluster
 
 
 @pytest.mark.slow
 def test_two_nodes_one_worker_each_disjoint_shards(digits_shards):
     from pipeline.data.loader import ShardedDataset
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
-    done = subprocess.run([sys.executable, "-m", "tests.training.multinode_main", digits_shards], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result, _ = run_own_cluster("tests.training.multinode_main", digits_shards)
     assert result["nimg"] == 256 and result["steps"] == 4
     a, b = sorted(result["records"], key=lambda r: r["rank"])
     assert len(set(result["nodes"])) == 2

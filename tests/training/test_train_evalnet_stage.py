@@ -21,7 +21,8 @@ import sys
 
 import pytest
 sys.modules["ray"] = None  # any import of ray now fails
-from pipeline.training.evalnet import load_evalnet, accuracy
+from pipeline.training.evalnet import accuracy
+from pipeline.weights import load_evalnet
 model = load_evalnet(sys.argv[1])
 print(accuracy(model, sys.argv[2], "val")[0])
 """
@@ -45,6 +46,9 @@ def test_evalnet_reaches_95_percent_and_loads_without_ray(run_pipeline, workdir)
     [run] = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
              if r.data.tags.get("pipeline.stage") == "train_evalnet"]
     assert {"train_loss", "images_per_s", "lr", "val_accuracy"} <= set(run.data.metrics)
+    from tests.training.test_train_stages import assert_shards_are_the_dataset_input
+
+    assert_shards_are_the_dataset_input(run, workdir)
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == summary["nimg"] // 128
 
     assert run_pipeline("--stages", "train_evalnet") == 0  # cached: nothing re-runs
@@ -65,10 +69,11 @@ def test_interrupted_stage_resumes_from_its_checkpoints(run_pipeline, workdir):
     from pipeline.config import load_config
     from pipeline.graph import build_instances, load_stages
     from pipeline.store import Store
-    from pipeline.training.evalnet import EvalnetArch, EvalnetTask
-    from pipeline.training.spec import WorkerCrash
+    from pipeline.training.evalnet import EvalnetTask
+    from pipeline.training.networks import evalnet_arch
+    from pipeline.training.spec import WorkerCrash, train_spec
     from pipeline.training.trainer import fit
-    from stages.train_evalnet import RAY_RUN, train_spec
+    from stages.train_evalnet import RAY_RUN
     from tests.conftest import isolated_overrides
 
     assert run_pipeline("--stages", "shard") == 0
@@ -79,7 +84,7 @@ def test_interrupted_stage_resumes_from_its_checkpoints(run_pipeline, workdir):
     spec = train_spec(config.evalnet)
     crashing = dataclasses.replace(spec, max_failures=0,
                                    crash=WorkerCrash(rank=0, after_nimg=15000, marker=str(workdir / "crashed")))
-    arch = EvalnetArch.from_config(config.evalnet, in_channels=3, num_classes=10)
+    arch = evalnet_arch(config.evalnet, in_channels=3, num_classes=10)
     with pytest.raises(WorkerGroupError):
         fit(EvalnetTask(arch), crashing, str(_output(workdir, "shard")), partial.local_path, name=RAY_RUN)
 

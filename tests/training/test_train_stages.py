@@ -15,12 +15,23 @@ TINY_TRAIN = ["--set", "train.p_uncond=[0.1]", "--set", "train.kimg=0.768", "--s
               "--set", "train.sample_grid_kimg=0.384", "--set", "train.ema_decays=[0.9]",
               "--set", "train.guide.kind=smaller", "--set", "train.guide.base_channels=8", "--set", "train.guide.kimg=0.256"]
 TINY_CLASSIFIER = ["--set", "classifier.base_channels=16", "--set", "classifier.num_head_channels=16",
-                   "--set", "classifier.kimg=1.28", "--set", "classifier.batch_size=64", "--set", "classifier.lr=3e-3"]
+                   "--set", "classifier.kimg=1.28", "--set", "classifier.batch_size=64", "--set", "classifier.lr=3e-3",
+                   "--set", "classifier.warmup_kimg=0.128", "--set", "classifier.checkpoint_kimg=0.32"]
 
 
 def _outputs(workdir, stage):
     stage_dir = workdir / "runs" / stage
     return sorted(stage_dir / d for d in os.listdir(stage_dir) if not d.startswith(("_", ".")) and "partial" not in d)
+
+
+def assert_shards_are_the_dataset_input(run, workdir) -> None:
+    """The training run names the shards it read as its MLflow dataset input, with their digest."""
+    from pipeline.tracking import manifest_digest
+
+    [shards] = _outputs(workdir, "shard")
+    [logged] = run.inputs.dataset_inputs
+    assert logged.dataset.name == "digits-8px" and json.loads(logged.dataset.source) == {"uri": str(shards)}
+    assert logged.dataset.digest == manifest_digest(json.loads((shards / "_MANIFEST.json").read_text()))[:16]
 
 
 def _stage_run(workdir, label):
@@ -36,7 +47,7 @@ LOAD_WITHOUT_RAY = """
 import sys
 sys.modules["ray"] = None  # any import of ray now fails
 import torch
-from pipeline.training.artifacts import load_diffusion, load_guide
+from pipeline.weights import load_diffusion, load_guide
 main, guide = load_diffusion(sys.argv[1]), load_guide(sys.argv[1])
 x = torch.zeros(2, 3, 8, 8)
 print(main.p_uncond, main.null_label, guide.net.base_channels, guide.meta["role"],
@@ -65,6 +76,7 @@ def test_train_diffusion_writes_the_ema_model_guide_grids_and_logs(run_pipeline,
     metrics = set(run.data.metrics)
     assert {"train_loss", "loss_mean", "images_per_s", "lr", "grad_norm", "guide_train_loss"} <= metrics
     assert {f"loss_t_q{q}" for q in range(4)} <= metrics
+    assert_shards_are_the_dataset_input(run, workdir)
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 768 // 64
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "sample_grids")}
     assert artifacts == {"sample_grids/samples_000000384.png", "sample_grids/samples_000000768.png"}
@@ -94,10 +106,11 @@ def test_train_classifier_logs_accuracy_per_noise_bucket(run_pipeline, workdir):
         assert 0.0 <= summary[f"val_top1_t_q{b}"] <= summary[f"val_top5_t_q{b}"] <= 1.0
     assert summary["val_top1_t_q0"] > 0.2  # clean-ish images: far above chance after 1280 images
 
-    from pipeline.training.artifacts import load_classifier
+    from pipeline.weights import load_classifier
 
     net = load_classifier(str(out))
     assert net.meta["nimg"] == 1280 and net.num_classes == 10
 
     client, run = _stage_run(workdir, "train_classifier")
     assert {"train_loss", "val_top1_t_q3", "val_top5_t_q0", "loss_t_q0", "grad_norm"} <= set(run.data.metrics)
+    assert_shards_are_the_dataset_input(run, workdir)

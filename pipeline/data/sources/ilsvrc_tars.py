@@ -19,7 +19,7 @@ from pipeline.data.labels import parse_devkit_ground_truth, read_devkit_meta, re
 from pipeline.data.records import ByteRange, InputError, Record, WholeFile, safe_key, unique_keys
 from pipeline.data.sources.files import exists, image_files, is_image_name, stem
 from pipeline.data.sources.listing import Listing
-from pipeline.data.tarscan import TarMember, TarProblem, scan_tar
+from pipeline.data.tarscan import TarProblem, scan_tar
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"

@@ -2,16 +2,30 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow.fs as pafs
 
+from pipeline.arguments import ArgumentError
 from pipeline.data.labels import ClassSet
 from pipeline.data.records import InputError, Record
+from pipeline.store import resolve
 
 SOURCES = ("digits", "imagefolder", "imagenet_kaggle", "imagenet_tars", "parquet")
+FILE_SOURCES = SOURCES[1:]  # read from a dataset path
+
+
+def check_location(source: str, path: str | None) -> None:
+    """A source read from files needs a path; a local one must exist (a URI is checked when listed)."""
+    if source not in FILE_SOURCES:
+        return
+    if not path:
+        raise ArgumentError("path", path, f"source '{source}' needs a dataset path")
+    if "://" not in path and not os.path.exists(path):
+        raise ArgumentError("path", path, "no such file or directory")
 
 
 @dataclass
@@ -100,8 +114,6 @@ def list_source(
     filesystem: pafs.FileSystem | None = None,
 ) -> Listing:
     """List a dataset. `path` is a local path or a URI that pyarrow.fs understands."""
-    from pipeline.data.records import filesystem_and_path
-
     if source == "digits":
         from pipeline.data.sources.digits import list_digits
 
@@ -109,10 +121,9 @@ def list_source(
     else:
         if source not in SOURCES:
             raise ValueError(f"unknown data source {source!r}; expected one of {SOURCES}")
-        if not path:
-            raise ValueError(f"data source {source!r} needs data.path")
         if filesystem is None:
-            filesystem, path = filesystem_and_path(path)
+            check_location(source, path)
+            filesystem, path = resolve(path)
         if source == "imagefolder":
             from pipeline.data.sources.imagefolder import list_imagefolder
 

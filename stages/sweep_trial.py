@@ -1,9 +1,9 @@
 """One sweep trial: sample N images of one sampler configuration and score them.
 
-Runs inside a Ray Tune trial (any node): it reads the models and reference statistics by store
-URI, calls the sampling library (pipeline.generation: load_models, generate, make_extractors,
-score; the same code and protocol as the sample/evaluate stages) and writes,
-into the sweep's partial output,
+Not a stage: the body of the sweep stage's Ray Tune trials (stages/sweep.py runs them). It runs
+inside a trial (any node): it reads the models and reference statistics by store URI, calls the
+sampling library (pipeline.generation: load_models, generate, make_extractors, score; the same
+code and protocol as the sample/evaluate stages) and writes, into the sweep's partial output,
     results/<fidelity>/<config_id>.json   the trial's row (written last: its presence means done)
     samples/<config_id>.npz               the screened images, so the full-N round only generates the rest
     grids/<config_id>.png                 one row per class
@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
+import torch
 
-from pipeline.leaderboard import guidance_strengths
+from pipeline.generation import (SamplerConfig, generate, load_models, load_references, make_extractors,
+                                 nfe_per_image, protocol_id, score, seed_range)
+from pipeline.generation.grid import class_grid_png
 from pipeline.store import Directory
 
 SCREEN, FULL = "screen", "full"
@@ -91,51 +94,44 @@ def _node_id() -> str:
         return ""
 
 
-def run_trial(config: dict[str, Any], fidelity: str, num_images: int, inputs: TrialInputs) -> dict[str, Any]:
+def trial_row(config: SamplerConfig) -> dict[str, Any]:
+    """What a trial's row (and its MLflow params) says about its configuration."""
+    return {**config.to_dict(), "config_id": config.id, "name": config.name, "w": config.w, "s": config.s}
+
+
+def run_trial(config: SamplerConfig, fidelity: str, num_images: int, inputs: TrialInputs) -> dict[str, Any]:
     """Generate and score one configuration at one fidelity; returns (and writes) its row."""
-    import torch
-
-    from pipeline.leaderboard_plots import image_grid
-
-    from pipeline import generation as lib
-
     torch.set_num_threads(max(1, inputs.num_threads))
     device = "cuda" if inputs.use_gpu and torch.cuda.is_available() else "cpu"
     out = Directory.at(inputs.out_uri)
-    cid = config["config_id"]
+    cid = config.id
     started = time.perf_counter()
-    trial = lib.SamplerTrial(guidance=config["guidance"], w=config["strength"], interval=None,
-                             sampler=config["sampler"], steps=config["steps"], eta=config["eta"],
-                             p_uncond=config["p_uncond"], num_images=num_images, class_dist=config["class_dist"],
-                             seed=config["seed"], precision=config.get("precision", "fp32"))
     prefix = _load_prefix(out, cid, num_images)
     have = 0 if prefix is None else len(prefix[0])
     images, labels = prefix if prefix is not None else (None, None)
     gen_seconds, generated = 0.0, num_images - have
     if generated > 0:
-        models = lib.load_models(trial, inputs.diffusion[config["p_uncond"]],
-                                 inputs.classifier if config["guidance"] == "classifier" else None, device=device)
+        models = load_models(config, inputs.diffusion[config.p_uncond], inputs.classifier, device=device)
         t0 = time.perf_counter()
-        new_images, new_labels = lib.generate(trial, models, np.arange(have, num_images), inputs.batch_size)
+        new_images, new_labels = generate(config, models, np.arange(have, num_images), inputs.batch_size)
         gen_seconds = time.perf_counter() - t0
         images = new_images if images is None else np.concatenate([images, new_images])
         labels = new_labels if labels is None else np.concatenate([labels, new_labels])
         if fidelity == SCREEN:  # the full round starts from these
             _save_samples(out, cid, images, labels)
-    extractors, notes = lib.make_extractors(inputs.eval_cfg, inputs.evalnet, device=device)
-    references = lib.load_references(inputs.reference_stats)
-    metrics, protocol = lib.score(images, labels, extractors, references, inputs.eval_cfg,
-                                  lib.seed_range(config["seed"], num_images))
+    extractors, notes = make_extractors(inputs.eval_cfg, inputs.evalnet, device=device)
+    references = load_references(inputs.reference_stats)
+    metrics, protocol = score(images, labels, extractors, references, inputs.eval_cfg,
+                              seed_range(config.seed, num_images))
     if not out.exists(f"grids/{cid}.png"):
-        out.write_bytes(f"grids/{cid}.png", image_grid(images, labels))
-    w, s = guidance_strengths(config["guidance"], config["strength"])
+        out.write_bytes(f"grids/{cid}.png", class_grid_png(images, labels))
     row = {
-        **config, "precision": trial.precision, "w": w, "s": s, "fidelity": fidelity, "num_images": int(num_images),
-        "nfe": int(lib.nfe_per_image(trial, inputs.num_train_timesteps)),
+        **trial_row(config), "fidelity": fidelity, "num_images": int(num_images),
+        "nfe": int(nfe_per_image(config, inputs.num_train_timesteps)), "device": device,
         "images_per_s": generated / gen_seconds if gen_seconds > 0 else None,
         "generated": int(generated), "generate_seconds": round(gen_seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
-        "dataset": inputs.dataset, "protocol": lib.protocol_id(protocol),
+        "dataset": inputs.dataset, "protocol": protocol_id(protocol),
         "protocol_json": json.dumps(protocol, sort_keys=True, default=str),
         "notes": "; ".join(notes) if notes else "", "grid": f"grids/{cid}.png", "node_id": _node_id(),
         **{k: _plain(v) for k, v in metrics.items()},
@@ -148,5 +144,5 @@ def trainable(config: dict[str, Any], inputs: TrialInputs, fidelity: str, num_im
     """The Tune function trainable: one trial, its numeric results reported to Tune."""
     from ray import tune
 
-    row = run_trial(config["spec"], fidelity, num_images, inputs)
+    row = run_trial(SamplerConfig.from_dict(config["spec"]), fidelity, num_images, inputs)
     tune.report({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})

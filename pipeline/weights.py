@@ -1,4 +1,8 @@
-"""The final models of the training stages on disk, loadable with torch alone (no Ray).
+"""The trained networks on disk: what the training stages write and everything downstream reads.
+
+Loadable with torch alone (no Ray, no MLflow), from a local path or a store URI. Both the
+training side (which saves) and the generation / metrics side (which loads) import this module,
+and it imports neither of them.
 
 A diffusion model is `<dir>/model.pt` (a UNet state_dict, the EMA weights) and
 `<dir>/model.json`:
@@ -9,31 +13,34 @@ A diffusion model is `<dir>/model.pt` (a UNet state_dict, the EMA weights) and
 
 The autoguidance guide of a train_diffusion output lives in its `guide/` subdirectory in the
 same format. A noisy classifier is `<dir>/classifier.pt` + `<dir>/classifier.json`
-({"classifier": NoisyClassifier constructor arguments, "diffusion": {...}, "nimg": int}).
-Weights are read with `torch.load(weights_only=True)`.
+({"classifier": NoisyClassifier constructor arguments, "diffusion": {...}, "nimg": int}). The
+evaluation classifier is `<dir>/evalnet.pt` + `<dir>/evalnet.json` (its EvalnetArch). Weights
+are read with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
 import io
-import json
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 import torch
 
 from pipeline.diffusion.schedules import Schedule, make_schedule
 from pipeline.nets.classifier import NoisyClassifier
+from pipeline.nets.evalnet import EvalNet
 from pipeline.nets.unet import UNet
+from pipeline.store import Directory
 
 MODEL_WEIGHTS, MODEL_CONFIG = "model.pt", "model.json"
 CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG = "classifier.pt", "classifier.json"
+EVALNET_WEIGHTS, EVALNET_CONFIG = "evalnet.pt", "evalnet.json"
 GUIDE_DIR = "guide"
 SCHEDULE_NAMES = {"linear": "linear", "cosine": "cosine", "lambda": "cfg_logsnr"}  # config name -> make_schedule
 
 
 def schedule_from(diffusion: dict[str, Any]) -> Schedule:
-    """The training noise schedule of a `diffusion` config section (as a dict)."""
+    """The training noise schedule of a `diffusion` settings dict (as model.json holds it)."""
     kind = diffusion["schedule"]
     if kind not in SCHEDULE_NAMES:
         raise ValueError(f"diffusion.schedule = {kind!r}: expected one of {sorted(SCHEDULE_NAMES)}")
@@ -42,9 +49,25 @@ def schedule_from(diffusion: dict[str, Any]) -> Schedule:
     return make_schedule(SCHEDULE_NAMES[kind], int(diffusion["timesteps"]), **kwargs)
 
 
-def diffusion_dict(cfg_diffusion) -> dict[str, Any]:
-    """The parts of the `diffusion` config section a trained model depends on."""
-    return {k: getattr(cfg_diffusion, k) for k in ("timesteps", "schedule", "lambda_min", "lambda_max", "loss")}
+# ----------------------------------------------------------------------------------------------
+# Reading and writing
+
+
+def _write(directory, name: str, state_dict: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    directory.write_bytes(name, buffer.getvalue())
+
+
+def _read_json(location: str, name: str) -> dict:
+    directory = Directory.at(location)
+    if not directory.exists(name):
+        raise FileNotFoundError(f"{location}: no {name}; is this the output of a training stage?")
+    return directory.read_json(name)
+
+
+def _read_weights(location: str, name: str, device) -> dict:
+    return torch.load(io.BytesIO(Directory.at(location).read_bytes(name)), map_location=device, weights_only=True)
 
 
 @dataclass
@@ -78,31 +101,6 @@ class DiffusionModel:
         return self.meta.get("p_uncond")
 
 
-def _write(directory, name: str, state_dict: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state_dict, buffer)
-    directory.write_bytes(name, buffer.getvalue())
-
-
-def _read_json(location: str, name: str) -> dict:
-    from pipeline.store import resolve
-
-    fs, root = resolve(location)
-    path = posixpath.join(root, name)
-    if not fs.get_file_info(path).is_file:
-        raise FileNotFoundError(f"{location}: no {name}; is this the output of a training stage?")
-    with fs.open_input_stream(path) as f:
-        return json.loads(f.read())
-
-
-def _read_weights(location: str, name: str, device) -> dict:
-    from pipeline.store import resolve
-
-    fs, root = resolve(location)
-    with fs.open_input_stream(posixpath.join(root, name)) as f:
-        return torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
-
-
 def save_diffusion(directory, state_dict: dict, unet_kwargs: dict[str, Any], diffusion: dict[str, Any],
                    **meta: Any) -> None:
     """Write a diffusion model into a store Directory (pipeline.store); `meta` adds p_uncond,
@@ -128,6 +126,10 @@ def load_guide(location: str, device: str | torch.device = "cpu") -> DiffusionMo
     return load_diffusion(guide_location(location), device)
 
 
+# ----------------------------------------------------------------------------------------------
+# The noisy classifier (classifier guidance)
+
+
 def save_classifier(directory, state_dict: dict, classifier_kwargs: dict[str, Any], diffusion: dict[str, Any],
                     **meta: Any) -> None:
     _write(directory, CLASSIFIER_WEIGHTS, state_dict)
@@ -142,3 +144,35 @@ def load_classifier(location: str, device: str | torch.device = "cpu") -> NoisyC
     net.load_state_dict(_read_weights(location, CLASSIFIER_WEIGHTS, device))
     net.meta = meta
     return net.to(device).eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# The evaluation classifier (the offline feature space)
+
+
+@dataclass(frozen=True)
+class EvalnetArch:
+    """EvalNet's constructor arguments, as evalnet.json holds them."""
+
+    in_channels: int
+    num_classes: int
+    width: int
+    blocks_per_stage: tuple[int, ...]
+
+    def build(self) -> EvalNet:
+        return EvalNet(self.in_channels, self.num_classes, self.width, self.blocks_per_stage)
+
+
+def save_evalnet(directory, model: EvalNet, arch: EvalnetArch) -> None:
+    """Write the weights and constructor arguments into a store Directory (see pipeline.store)."""
+    _write(directory, EVALNET_WEIGHTS, model.state_dict())
+    directory.write_json(EVALNET_CONFIG, asdict(arch))
+
+
+def load_evalnet(location: str, device: str | torch.device = "cpu") -> EvalNet:
+    """The trained EvalNet (in eval mode) from a train_evalnet output: a local path or URI."""
+    raw = _read_json(location, EVALNET_CONFIG)
+    arch = EvalnetArch(**{**raw, "blocks_per_stage": tuple(raw["blocks_per_stage"])})
+    model = arch.build()
+    model.load_state_dict(_read_weights(location, EVALNET_WEIGHTS, device))
+    return model.to(device).eval()
