@@ -219,7 +219,8 @@ def make_plan(
     restart: frozenset[str] = frozenset(),
     level: str = "size",
 ) -> Plan:
-    """Decide, without side effects, which instances run and why.
+    """Decide which instances run and why, changing nothing but the store's record of confirmed
+    hashes (none in a Store made with remember_hashes=False, as a dry run's).
 
     `selected` stage names run (when not cached) together with every upstream instance they
     need that is not cached; other stages are skipped. `force` names stages re-run and

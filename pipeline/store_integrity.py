@@ -3,7 +3,7 @@
 Three levels, each including the one before:
 - "size": every file the manifest lists exists with its size;
 - "stat" (the default): and every file whose (size, mtime) differs from when its sha256 was last
-  confirmed is hashed again. The record of confirmed hashes, `<root>/_verified/<stage>/<key>.json`,
+  confirmed is hashed again. The record of confirmed hashes, `<root>/<stage>/_verified/<key>.json`,
   is written at publish and after each check, like DVC's state of trusted (inode, mtime, size):
   a file rewritten in place (a flipped bit, a re-copy) gets a new mtime and is hashed, an untouched
   one costs a stat. A change that also restores the old mtime is only found by "sha256";

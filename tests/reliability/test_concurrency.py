@@ -126,9 +126,12 @@ def test_the_store_takes_the_lease_path_off_the_local_filesystem(tmp_path):
 @pytest.mark.slow
 def test_two_runs_of_one_stage_on_one_store(tmp_path, drivers):
     """The second waits for the first and uses its output: one published output, no orphan."""
-    first = drivers(tmp_path, "fake", "--stages", "source", env={"FAKE_SLEEP": "45"})
+    gate = tmp_path / "go-on"  # the first run's stage holds its lock until the second is seen waiting
+    first = drivers(tmp_path, "fake", "--stages", "source", env={"FAKE_WAIT_FOR": str(gate)})
     first.wait_for_line("source: running (")
     second = drivers(tmp_path, "fake", "--stages", "source")
+    second.wait_for_line("source: waiting for")
+    gate.touch()
     assert first.wait() == 0, first.output[-3000:]
     assert second.wait() == 0, second.output[-3000:]
     assert f"source: waiting for run pid {first.proc.pid} on" in second.output
