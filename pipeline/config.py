@@ -212,7 +212,7 @@ class SweepConfig:
     p_uncond: Optional[list[float]] = setting(None)  # subset of train.p_uncond; None: all
     screen_images: int = setting(500, ge=2)
     full_images: int = setting(2000, ge=2)
-    top_k: int = setting(2, ge=1)  # configurations per guidance kind re-evaluated at full N
+    top_k: int = setting(2, ge=1)  # at most this many per guidance kind at full N: those not clearly worse than its best
     cpus_per_trial: float = setting(1.0, gt=0)
     gpus_per_trial: float = setting(0.0, ge=0)
     max_concurrent: Optional[int] = setting(None, ge=1)

@@ -51,7 +51,7 @@ def dataset_name(data) -> str:
 
 
 def run(ctx, cfg, inputs):
-    from pipeline.sweep_space import configurations, select_top_k, selection_metric
+    from pipeline.sweep_space import configurations, select_full_round, selection_metric
     from stages.sweep_trial import FULL, SCREEN, TrialInputs
 
     sw = cfg.sweep
@@ -69,10 +69,10 @@ def run(ctx, cfg, inputs):
     rows = list(screened.values())
     chosen = []
     if sw.full_images > sw.screen_images:
-        chosen = select_top_k(rows, sw.top_k)
+        selection = select_full_round(rows, sw.top_k)
+        chosen = selection.config_ids
         by_id = {c.id: c for c in configs}
-        ctx.log(f"full round: the best {sw.top_k} of each guidance kind by {selection_metric(rows)}: "
-                + ", ".join(by_id[c].name for c in chosen))
+        ctx.log("full round: " + selection.describe({c.id: c.name for c in configs}))
         rows += list(run_round(ctx, FULL, [by_id[c] for c in chosen], sw.full_images, trial_inputs, sw,
                                logger).values())
     for row in rows:
