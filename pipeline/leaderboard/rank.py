@@ -4,10 +4,11 @@ Two numbers are ranked together only when their dataset and protocol (feature ex
 of samples, reference statistics, seed range) match; every (dataset, protocol) pair is its own
 table. Reproduced tables come before reported ones, larger N first.
 
-Within a table, rows whose 95% interval of the ranking metric overlaps the best row's share rank 1
-(pipeline.metrics.intervals.shared_ranks: a row takes the rank of the best-placed row its
-interval overlaps), so a rank separates only configurations whose difference is outside sampling
-noise. A table without intervals (published rows) ranks by value, equal values sharing a rank.
+Within a table, rows whose 95% interval of the ranking metric overlaps the best row's share rank 1,
+and any other row is ranked 1 + the number of rows whose interval lies wholly on its better side
+(pipeline.metrics.intervals.shared_ranks), so a rank separates only configurations whose
+difference is outside sampling noise. A table without intervals (published rows) ranks by value,
+equal values sharing a rank.
 """
 from __future__ import annotations
 

@@ -116,7 +116,8 @@ def rank_rule(g: pd.DataFrame) -> str:
         return ""
     rule = f"rank: by {by} ({'lower' if lower_is_better(by) else 'higher'} is better)"
     if has_intervals(g, by):
-        return rule + f", {_ci_level(g):.0%} intervals; rows whose interval overlaps the best's share rank 1"
+        return rule + (f", {_ci_level(g):.0%} intervals; rows whose interval overlaps the best's share rank 1, "
+                       "any other row is 1 + the number of rows whose interval lies wholly on its better side")
     return rule + "; no intervals, equal values share a rank"
 
 
@@ -215,7 +216,8 @@ def _html_cell(row: Any, column: str, metrics: set[str]) -> str:
     if column not in metrics:
         return f"<td{text}>{html.escape(_fmt(row.get(column), column))}</td>"
     value, interval = metric_text(row, column)
-    return f"<td>{html.escape(value)}" + (f"<span class='ci'>{html.escape(interval)}</span>" if interval else "") + "</td>"
+    below = f"<span class='ci'>{html.escape(interval)}</span>" if interval else ""
+    return f"<td>{html.escape(value)}{below}</td>"
 
 
 def to_html(ranked: pd.DataFrame, plots: Optional[dict[str, bytes]] = None,
