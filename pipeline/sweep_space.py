@@ -11,16 +11,17 @@ the leaderboard's trade-off curves draw it as w = 0 of every kind.
 
 The full round (select_full_round) re-evaluates, per guidance kind, the screened configurations
 not clearly worse than the kind's best: those whose 95% interval of the ranking metric overlaps
-the best's (pipeline.metrics.intervals.not_clearly_worse), best first, at most `sweep.top_k` of
-them. The ranking metric is the leaderboard's (pipeline.leaderboard.columns.RANKING_METRICS: FID
-when the screening rows have it, i.e. the Inception weights are there, else fd_evalnet).
+the best's (pipeline.metrics.intervals.not_clearly_worse), best first; `sweep.top_k` caps how
+many of them (null: every one). The ranking metric is the leaderboard's
+(pipeline.leaderboard.columns.RANKING_METRICS: FID when the screening rows have it, i.e. the
+Inception weights are there, else fd_evalnet).
 """
 from __future__ import annotations
 
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional
 
 from pipeline.diffusion.guidance import UNCONDITIONAL, guidance_kind
 from pipeline.generation.sampler_config import SamplerConfig, resolve_net_batch
@@ -75,7 +76,7 @@ class KindSelection:
     kind: str
     screened: int                   # configurations of the kind with a value of the metric
     not_clearly_worse: list[str]    # their config ids whose interval overlaps the best's, best first
-    chosen: list[str]               # the first top_k of those
+    chosen: list[str]               # the first top_k of those (all of them without a cap)
 
     @property
     def capped(self) -> int:
@@ -86,7 +87,7 @@ class KindSelection:
 @dataclass(frozen=True)
 class FullRoundSelection:
     metric: str
-    top_k: int
+    top_k: Optional[int]            # None: no cap
     kinds: list[KindSelection]
 
     @property
@@ -101,16 +102,17 @@ class FullRoundSelection:
             if k.capped:
                 text += f" ({k.capped} more not clearly worse, over sweep.top_k = {self.top_k})"
             parts.append(text + f" [{len(k.not_clearly_worse)} of {k.screened} overlap the best]")
-        return (f"by {self.metric}, per guidance kind the configurations whose 95% interval overlaps the best's, "
-                f"at most {self.top_k}: " + "; ".join(parts))
+        cap = f", at most {self.top_k}" if self.top_k is not None else ""
+        return (f"by {self.metric}, per guidance kind the configurations whose 95% interval overlaps the best's{cap}: "
+                + "; ".join(parts))
 
 
-def select_full_round(results: list[dict[str, Any]], top_k: int) -> FullRoundSelection:
+def select_full_round(results: list[dict[str, Any]], top_k: Optional[int] = None) -> FullRoundSelection:
     """Per guidance kind (in first-seen order), the screened configurations not clearly worse
     than the kind's best by the leaderboard's ranking metric (their 95% intervals overlap; a row
-    without an interval is never called worse), best first (ties by id), at most `top_k`: the
-    cap bounds the full round's cost when the screening intervals are wide; narrow ones keep fewer."""
-    if top_k < 1:
+    without an interval is never called worse), best first (ties by id); all of them, or at most
+    `top_k`: the cap bounds the full round's cost when the screening intervals are wide."""
+    if top_k is not None and top_k < 1:
         raise ValueError(f"sweep.top_k must be at least 1, got {top_k}")
     if not results:
         return FullRoundSelection("", top_k, [])
@@ -127,10 +129,10 @@ def select_full_round(results: list[dict[str, Any]], top_k: int) -> FullRoundSel
         keep = not_clearly_worse([_value(r, metric) for r in rows], [_value(r, low) for r in rows],
                                  [_value(r, high) for r in rows], lower_is_better(metric))
         kept = [r["config_id"] for r, ok in zip(rows, keep) if ok]
-        kinds.append(KindSelection(kind, len(rows), kept, kept[:top_k]))
+        kinds.append(KindSelection(kind, len(rows), kept, kept if top_k is None else kept[:top_k]))
     return FullRoundSelection(metric, top_k, kinds)
 
 
-def select_top_k(results: list[dict[str, Any]], k: int) -> list[str]:
+def select_top_k(results: list[dict[str, Any]], k: Optional[int]) -> list[str]:
     """The config ids of select_full_round(results, k), kinds in first-seen order, best first."""
     return select_full_round(results, k).config_ids

@@ -2,11 +2,12 @@
 
 No trial trains: `p_uncond` selects among the cached train_diffusion outputs. Two rounds
 (multi-fidelity): every configuration is screened with `sweep.screen_images` images, then the
-`sweep.top_k` best of each guidance kind (lowest fd_evalnet) are evaluated again with
-`sweep.full_images`; image i depends only on (seed, i), so the full round reuses the screened
-images and generates only the rest. Each round is one Ray Tune experiment (a function trainable
-per configuration, resources from `sweep.cpus_per_trial` / `gpus_per_trial`, at most
-`sweep.max_concurrent` at once) stored in the stage's partial output.
+configurations of each guidance kind not clearly worse than its best (95% intervals of the
+leaderboard's ranking metric overlap; at most `sweep.top_k`, null: all) are evaluated again with
+`sweep.full_images` (pipeline.sweep_space.select_full_round); image i depends only on (seed, i),
+so the full round reuses the screened images and generates only the rest. Each round is one Ray
+Tune experiment (a function trainable per configuration, resources from `sweep.cpus_per_trial` /
+`gpus_per_trial`, at most `sweep.max_concurrent` at once) stored in the stage's partial output.
 
 Resume: a trial writes its row to results/<round>/<config_id>.json last, so the set of finished
 trials is whatever rows exist. Re-running after a driver kill starts a Tune experiment over the
@@ -24,7 +25,7 @@ from pipeline.resources import Units
 
 STAGE = StageSpec(
     name="sweep",
-    version="2",
+    version="3",  # 3: the full round is every configuration not clearly worse than its kind's best, by the ranking metric
     reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
     units=lambda cfg: Units("sweep trial", cfg.sweep.max_concurrent, cpus=cfg.sweep.cpus_per_trial,

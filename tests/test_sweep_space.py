@@ -5,7 +5,7 @@ import pytest
 
 from dataclasses import replace
 
-from pipeline.config import load_config
+from pipeline.config import ConfigError, load_config
 from pipeline.sweep_space import configurations, select_full_round, select_top_k
 from stages.sweep import dataset_name
 
@@ -102,6 +102,19 @@ def test_the_full_round_keeps_what_is_not_clearly_worse_than_the_best_of_its_kin
     assert select_top_k(rows, 2) == capped.config_ids
     with pytest.raises(ValueError, match="top_k"):
         select_full_round(rows, 0)
+
+
+def test_without_a_cap_the_full_round_keeps_every_configuration_not_clearly_worse():
+    rows = _screened("cfg", "fd_evalnet", [(1.0, 0.5, 1.5)] + [(1.1 + i / 10, 1.0, 2.0) for i in range(6)]
+                     + [(3.0, 2.5, 3.5)])
+    selection = select_full_round(rows, None)
+    assert selection.config_ids == [f"cfg{i}" for i in range(7)] and selection.kinds[0].capped == 0
+    assert "at most" not in selection.describe({}) and "[7 of 8 overlap the best]" in selection.describe({})
+    assert select_full_round(rows, 3).config_ids == ["cfg0", "cfg1", "cfg2"]
+    # sweep.top_k: null in the configuration is no cap; 0 is refused before any work
+    assert _cfg("sweep.top_k=null").sweep.top_k is None
+    with pytest.raises(ConfigError, match="top_k"):
+        _cfg("sweep.top_k=0")
 
 
 def test_the_full_round_is_chosen_by_the_leaderboards_ranking_metric():
