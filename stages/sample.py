@@ -16,7 +16,7 @@ from pipeline.resources import Units
 
 STAGE = StageSpec(
     name="sample",
-    version="2",
+    version="2",  # 2: guided-diffusion's classifier-guided DDIM; channels-last networks, bf16 as a bf16 copy
     reads=("sample", "diffusion"),
     inputs=("train_diffusion", "train_classifier"),
     units=lambda cfg: Units("sampler actor", cfg.sample.num_actors, cpus=1.0, knob="sample.num_actors"),

@@ -25,7 +25,9 @@ from pipeline.resources import Units
 
 STAGE = StageSpec(
     name="sweep",
-    version="3",  # 3: the full round is every configuration not clearly worse than its kind's best, by the ranking metric
+    # 2: as sample 2, and KID on clean-fid's subsets, intervals in the protocol
+    # 3: the full round is every configuration not clearly worse than its kind's best, by the ranking metric
+    version="3",
     reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
     units=lambda cfg: Units("sweep trial", cfg.sweep.max_concurrent, cpus=cfg.sweep.cpus_per_trial,
