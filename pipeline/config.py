@@ -212,7 +212,8 @@ class SweepConfig:
     p_uncond: Optional[list[float]] = setting(None)  # subset of train.p_uncond; None: all
     screen_images: int = setting(500, ge=2)
     full_images: int = setting(2000, ge=2)
-    top_k: int = setting(2, ge=1)  # configurations per guidance kind re-evaluated at full N
+    # full N: per guidance kind the configurations not clearly worse than its best, at most top_k (None: all)
+    top_k: Optional[int] = setting(2, ge=1)
     cpus_per_trial: float = setting(1.0, gt=0)
     gpus_per_trial: float = setting(0.0, ge=0)
     max_concurrent: Optional[int] = setting(None, ge=1)
