@@ -231,7 +231,9 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     root: str = "./runs"                    # local path or pyarrow.fs URI (file://, s3://...)
-    verify: Literal["size", "sha256"] = "size"  # how cached outputs are verified on read
+    # how cached outputs are verified before use: stat (sizes, and the sha256 of every file changed
+    # since its hash was last confirmed), size (sizes only) or sha256 (every file hashed)
+    verify: Literal["size", "stat", "sha256"] = "stat"
 
 
 @dataclass(frozen=True)
@@ -373,13 +375,21 @@ def eval_rules(c: Config, fail: Fail) -> None:
 
 
 def store_and_tracking_rules(c: Config, fail: Fail) -> None:
+    """The form of the store and tracking settings; whether they answer is asked before anything
+    starts (pipeline.run.preflight), not here."""
+    from pipeline.tracking import uri_form_problem
+
     if not c.store.root:
         fail("store.root", c.store.root, "must be a path or URI")
     if not c.tracking.uri:
         fail("tracking.uri", c.tracking.uri, "must be an MLflow tracking URI")
-    if c.tracking.uri.startswith("file:") or (("://" not in c.tracking.uri) and not c.tracking.uri.startswith("databricks")):
-        fail("tracking.uri", c.tracking.uri,
-             "MLflow 3 refuses the file store: use sqlite:///mlflow.db or an http(s):// tracking server")
+    problem = uri_form_problem(c.tracking.uri)
+    if problem:
+        fail("tracking.uri", c.tracking.uri, problem)
+    if not c.tracking.experiment.strip():
+        fail("tracking.experiment", c.tracking.experiment, "an experiment name is required")
+    if not c.tracking.artifact_location.strip():
+        fail("tracking.artifact_location", c.tracking.artifact_location, "a path or URI is required")
 
 
 RULES = (data_rules, network_rules, diffusion_rules, training_rules, sample_and_sweep_rules, eval_rules,

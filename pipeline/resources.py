@@ -5,7 +5,8 @@
   declares its units (`StageSpec.units`, printed by `--dry-run`) and builds its Ray requests
   from the same object, so the plan shows what the run asks for.
 - `Placement` and `wait_until_placeable`: a private local Ray instance never grows, so a request
-  its totals cannot hold fails at once. Joined to a cluster (`cluster.address` or RAY_ADDRESS),
+  its totals cannot hold fails at once (GPUs it lacks even before Ray starts:
+  `gpus_a_local_instance_lacks`). Joined to a cluster (`cluster.address` or RAY_ADDRESS),
   the request becomes a pending placement group (the demand an autoscaler scales up for) and the
   stage waits for it, logging what it waits for at intervals, up to `cluster.wait_timeout_s`.
 - `check_cuda` (driver) and `unit_device` (in the unit): a unit Ray gave a GPU computes on CUDA.
@@ -47,6 +48,7 @@ class Units:
     gpus: float = 0.0              # per unit
     knob: str = ""                 # the config key that sets `count` (for error messages)
     per: str = ""                  # with count None: what one unit does ("shard to write")
+    gpu_knob: str = ""             # the config key that asks for the GPUs (for error messages)
 
     def bundle(self) -> dict[str, float]:
         """One unit's Ray resource request."""
@@ -104,6 +106,27 @@ def refusal(units: Units, have: dict[str, float]) -> Optional[str]:
         return None
     remedy = f"lower {units.knob} or add nodes" if units.knob else "add nodes"
     return "; ".join(problems) + f": {remedy}"
+
+
+def gpus_a_local_instance_lacks(units: Units, cluster_cfg) -> Optional[str]:
+    """Asked before Ray starts: why a private local instance could never give `units` their GPUs
+    (it has cluster.num_gpus, else the GPUs torch sees here, and never grows); None when it can,
+    or when joining a cluster, which may have (or autoscale to) GPUs this machine cannot see."""
+    from pipeline.cluster import target_address
+
+    if not units.gpus or units.count == 0 or target_address(cluster_cfg):
+        return None
+    have = cluster_cfg.num_gpus
+    if have is None:
+        import torch
+
+        have = torch.cuda.device_count()
+    needed = (units.count or 1) * units.gpus
+    if have >= needed:
+        return None
+    asked = f" ({units.gpu_knob})" if units.gpu_knob else ""
+    return (f"{units.describe()}{asked} need {_plural(needed, 'GPU')} but this machine's private Ray instance has "
+            f"{have} (set cluster.num_gpus, join a cluster with cluster.address, or ask for no GPU)")
 
 
 def refuse_if_never_placeable(units: Units, placement: Placement) -> None:

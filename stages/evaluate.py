@@ -15,6 +15,7 @@ STAGE = StageSpec(
     version="2",
     reads=("eval", "sample"),
     inputs=("sample", "reference_stats", "train_evalnet"),
+    outputs=("metrics.json",),
 )
 
 METRICS_FILE = "metrics.json"

@@ -20,6 +20,7 @@ STAGE = StageSpec(
     version="2",  # 2: intervals in the tables and plots, shared ranks, published rows drawn beside
     reads=("sweep",),
     inputs=("sweep",),
+    outputs=("leaderboard.md", "leaderboard.parquet"),
 )
 
 

@@ -14,6 +14,7 @@ STAGE = StageSpec(
     version="1",
     reads=("eval",),
     inputs=("shard", "train_evalnet"),
+    outputs=("reference.json", "stats_*.npz"),
 )
 
 SPLIT = "train"

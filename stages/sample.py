@@ -20,6 +20,7 @@ STAGE = StageSpec(
     reads=("sample", "diffusion"),
     inputs=("train_diffusion", "train_classifier"),
     units=lambda cfg: Units("sampler actor", cfg.sample.num_actors, cpus=1.0, knob="sample.num_actors"),
+    outputs=("samples.json", "chunk_*.npz"),
 )
 
 SAMPLES_FILE = "samples.json"

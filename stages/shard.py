@@ -25,7 +25,23 @@ STAGE = StageSpec(
     reads=("data",),
     inputs=(),
     units=units,
+    outputs=("shards.parquet", "classes.json", "dataset.json", "errors.parquet", "train-*.tar"),
 )
+
+
+def check(cfg) -> list[str]:
+    """Before anything starts: a dataset URI (s3://...) answers and holds something (a local
+    data.path is checked when the config is loaded)."""
+    from pipeline.store import StoreError, probe
+
+    path = cfg.data.path
+    if cfg.data.source in ("digits", "generated") or not path or "://" not in path:
+        return []
+    try:
+        found = probe(path).type.name != "NotFound"
+    except StoreError as error:
+        return [f"data.path = {path!r}: {error}"]
+    return [] if found else [f"data.path = {path!r}: no such file or directory"]
 
 
 def resolve_source(data_cfg) -> tuple[str, str | None]:

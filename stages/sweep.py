@@ -32,8 +32,11 @@ STAGE = StageSpec(
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
     units=lambda cfg: Units("sweep trial", cfg.sweep.max_concurrent, cpus=cfg.sweep.cpus_per_trial,
                             gpus=cfg.sweep.gpus_per_trial, knob="sweep.max_concurrent",
+                            gpu_knob="sweep.gpus_per_trial",
                             per="configuration, as many at once as fit"),
+    outputs=("trials.parquet",),
 )
+
 
 TUNE_DIR = "tune"  # the Ray Tune experiments, inside the partial output (removed once published)
 SAMPLES_DIR = "samples"  # screened images kept for the full round (removed once published)

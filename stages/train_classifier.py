@@ -15,6 +15,7 @@ STAGE = StageSpec(
     reads=("classifier", "diffusion"),
     inputs=("shard",),
     units=lambda cfg: train_spec(cfg.classifier).units,
+    outputs=("classifier.pt", "classifier.json"),
 )
 
 RAY_RUN = "ray_train"

@@ -23,7 +23,9 @@ STAGE = StageSpec(
     inputs=("shard",),
     fan_out=("train.p_uncond",),
     units=lambda cfg: train_spec(cfg.train).units,
+    outputs=("model.pt", "model.json", "guide/model.pt", "guide/model.json"),
 )
+
 
 RAY_RUN, GUIDE_RUN = "ray_train", "ray_train_guide"  # Ray Train run directories inside the partial output
 GRID_PER_CLASS, GRID_STEPS = 8, 50

@@ -15,6 +15,7 @@ STAGE = StageSpec(
     reads=("evalnet",),
     inputs=("shard",),
     units=lambda cfg: train_spec(cfg.evalnet).units,
+    outputs=("evalnet.pt", "evalnet.json"),
 )
 
 RAY_RUN = "ray_train"  # Ray Train's run directory inside the partial output

@@ -19,6 +19,9 @@ from pipeline.generation.models import load_models
 from pipeline.generation.sampler_config import SamplerConfig
 
 
+ACTOR_RESTARTS = 3
+
+
 class SamplerWorker:
     """The actor body (wrapped with ray.remote by ``generate_parallel``)."""
 
@@ -78,7 +81,10 @@ def generate_parallel(config: SamplerConfig, num_images: int, diffusion_location
         return result
     t0 = time.perf_counter()
     device = "cuda" if num_gpus > 0 else "cpu"
-    actor_cls = ray.remote(num_cpus=threads, num_gpus=num_gpus)(SamplerWorker)
+    # A sampler process that dies (node lost, OOM, killed) is restarted and its chunk run again:
+    # chunks are deterministic and written atomically, so a retry writes the same bytes.
+    actor_cls = ray.remote(num_cpus=threads, num_gpus=num_gpus, max_restarts=ACTOR_RESTARTS,
+                           max_task_retries=ACTOR_RESTARTS)(SamplerWorker)
     actors = [actor_cls.remote(config.to_dict(), diffusion_location, classifier_location, out.uri, batch_size,
                                threads, device)
               for _ in range(min(num_actors, len(todo)))]

@@ -72,6 +72,25 @@ def relative_origins(listing: Listing, root: str) -> None:
     listing.errors = [dataclasses.replace(e, origin=relative(e.origin)) for e in listing.errors]
 
 
+def reject_links_outside(listing: Listing, fs: pafs.FileSystem, root: str) -> None:
+    """Records whose file a symlink places outside the dataset root become errors (reason
+    outside_root), so a tree cannot pull in files from elsewhere on the machine unnoticed."""
+    from pipeline.data.sources.files import outside_root
+
+    paths = {r.locator.path for r in listing.records if hasattr(r.locator, "path")}
+    escaped = outside_root(fs, root, paths)
+    if not escaped:
+        return
+    kept = []
+    for r in listing.records:
+        if getattr(r.locator, "path", None) in escaped:
+            listing.errors.append(InputError(r.split, r.origin, "outside_root",
+                                             f"a symlink leads outside the data root {root}; not read", r.key))
+        else:
+            kept.append(r)
+    listing.records = kept
+
+
 def cap_per_class(records: list[Record], max_per_class: int | None) -> list[Record]:
     """Keep the first max_per_class records (in key order) of each (split, class)."""
     if max_per_class is None:
@@ -121,6 +140,7 @@ def list_source(
             from pipeline.data.sources.parquet import list_parquet
 
             listing = list_parquet(filesystem, path)
+        reject_links_outside(listing, filesystem, path)
         relative_origins(listing, path)
     listing.records = cap_per_class(listing.records, max_images_per_class)
     listing.records.sort(key=lambda r: (r.split, r.key))
