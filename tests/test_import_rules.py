@@ -31,7 +31,8 @@ RULES = {
     "pipeline/benches": ("mlflow", *PIPELINE_ONLY),
 }
 # Top-level modules of pipeline/: the runner's own modules may know each other, never a stage.
-RUNNER_MODULES = ("run.py", "graph.py", "tracking.py")
+# config.py holds the tracking section, so its rule calls tracking's own URI check.
+RUNNER_MODULES = ("run.py", "graph.py", "tracking.py", "config.py")
 TOP_LEVEL_LIBRARY = PIPELINE_ONLY
 TOP_LEVEL_RUNNER = ("stages",)
 
