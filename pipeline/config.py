@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal, Optional
 import yaml
 
 from pipeline import typed_yaml
+from pipeline.arguments import ArgumentError
 from pipeline.typed_yaml import Fail, hash_value, setting, with_defaults
 from pipeline.typed_yaml import ConfigError, flatten  # noqa: F401  (importers know them from here)
 
@@ -315,6 +316,12 @@ def network_rules(c: Config, fail: Fail) -> None:
             arguments["num_heads"] = net.num_heads  # the classifier keeps NoisyClassifier's default
         with fail.naming(image_size="data.resolution", **{a: f"{name}.{a}" for a in UNET_ARGUMENTS}):
             validate_unet_config(c.data.resolution, **arguments)
+        if name == "model" and c.train.guide.kind == "smaller":  # autoguidance's guide: this UNet, narrower
+            try:
+                validate_unet_config(c.data.resolution, **{**arguments, "base_channels": c.train.guide.base_channels})
+            except ArgumentError as error:
+                fail("train.guide.base_channels", c.train.guide.base_channels,
+                     f"the guide (the model's UNet at this width) cannot be built: {error}")
 
 
 def diffusion_rules(c: Config, fail: Fail) -> None:
