@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from pipeline.capacity import CapacityError
 from pipeline.config import Config, ConfigError, DEFAULT_CONFIG, load_config
-from pipeline.graph import Instance, Plan, build_instances, format_units, load_stages, make_plan
+from pipeline.graph import Instance, Plan, build_instances, format_capacity, format_units, load_stages, make_plan
 from pipeline.store import Directory, Output, Store
 
 
@@ -303,6 +304,11 @@ def main(argv: Optional[list[str]] = None, stage_modules: Optional[tuple[str, ..
     print(plan.format(store.root_uri), flush=True)
     if args.dry_run:
         print(format_units(plan, config), flush=True)
+        try:
+            print(format_capacity(plan, config), flush=True)
+        except CapacityError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return 2
         return 0
 
     previous = _install_signal_handlers()

@@ -22,6 +22,7 @@ RULES = {
     "pipeline/data": ("ray", "mlflow", *PIPELINE_ONLY),
     "pipeline/metrics": ("ray", "mlflow", "webdataset", *PIPELINE_ONLY, "pipeline.store", "pipeline.config"),
     "pipeline/training": ("mlflow", *PIPELINE_ONLY),
+    "pipeline/capacity": ("ray", "mlflow", "webdataset", *PIPELINE_ONLY),
 }
 
 
