@@ -236,3 +236,29 @@ def _write_table(ctx, rows: list[dict]) -> None:
     buf = io.BytesIO()
     pd.DataFrame(rows).to_parquet(buf, index=False)
     ctx.out.write_bytes(TRIALS, buf.getvalue())
+
+
+def work(cfg, nets):
+    """Both rounds: every configuration screened, then the top_k of each guidance kind taken to
+    full_images (only the images beyond the screened ones are generated; all are scored again).
+    Which configurations win is not known before screening: each kind's costliest top_k are counted."""
+    from pipeline.capacity import Work, features, passes_per_image, sampling
+    from pipeline.sweep_space import configurations
+
+    sw, timesteps = cfg.sweep, cfg.diffusion.timesteps
+    configs = configurations(sw, cfg.train.p_uncond)
+    parts = [sampling("screen round", configs, sw.screen_images, nets, timesteps),
+             features("screen round, scoring", len(configs) * sw.screen_images, nets, cfg.eval.extractors,
+                      pieces=len(configs))]
+    if sw.full_images > sw.screen_images:
+        def flops_per_image(config):
+            return sum(count * net.gflops for net, count in passes_per_image(config, nets, timesteps))
+
+        by_kind: dict[str, list] = {}
+        for config in configs:
+            by_kind.setdefault(config.guidance, []).append(config)
+        full = [c for kind in by_kind.values() for c in sorted(kind, key=flops_per_image, reverse=True)[:sw.top_k]]
+        parts += [sampling("full round", full, sw.full_images - sw.screen_images, nets, timesteps),
+                  features("full round, scoring", len(full) * sw.full_images, nets, cfg.eval.extractors,
+                           pieces=len(full))]
+    return Work(tuple(parts))

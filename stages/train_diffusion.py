@@ -142,3 +142,14 @@ def log_and_register(ctx, cfg, p_uncond: float) -> str | None:
     log_files(ctx, files, "model")
     return register(ctx, f"{cfg.tracking.experiment}.diffusion.p_uncond_{p_uncond:g}", "model", {"p_uncond": p_uncond},
                     "Class-conditional ADM UNet (EMA) of train_diffusion")
+
+
+def work(cfg, nets):
+    """The UNet's training, and the smaller guide's (train.guide.kind smaller)."""
+    from pipeline.capacity import Work, training
+
+    tr = cfg.train
+    parts = [training("UNet", nets.unet, tr)]
+    if tr.guide.kind == "smaller":
+        parts.append(training("guide", nets.guide, tr, kimg=tr.guide.kimg))
+    return Work(tuple(parts))
