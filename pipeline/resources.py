@@ -48,7 +48,7 @@ class Units:
     gpus: float = 0.0              # per unit
     knob: str = ""                 # the config key that sets `count` (for error messages)
     per: str = ""                  # with count None: what one unit does ("shard to write")
-    gpu_knob: str = ""             # the config key that asks for the GPUs (for error messages)
+    gpu_knob: str = field(default="", compare=False)  # the config key that asks for the GPUs (messages only)
 
     def bundle(self) -> dict[str, float]:
         """One unit's Ray resource request."""
