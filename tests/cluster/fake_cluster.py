@@ -127,8 +127,7 @@ class FakeCluster:
         return self.root / "head.log"
 
     def _base_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH") and not k.startswith("RAY_OVERRIDE")}
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
         pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
         return {**env, "PYTHONPATH": pythonpath, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
                 "RAY_DEDUP_LOGS": "0", "TQDM_DISABLE": "1"}
@@ -137,7 +136,7 @@ class FakeCluster:
         return {**self._base_env(), "RAY_ADDRESS": self.address}
 
     def start(self, timeout: float = 120) -> "FakeCluster":
-        from ray._private.services import get_node_ip_address
+        from ray.util import get_node_ip_address
 
         ip = get_node_ip_address()
         port, dashboard, agent, client = (free_port() for _ in range(4))
