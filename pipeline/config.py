@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal, Optional
 import yaml
 
 from pipeline import typed_yaml
+from pipeline.arguments import ArgumentError
 from pipeline.typed_yaml import Fail, hash_value, setting, with_defaults
 from pipeline.typed_yaml import ConfigError, flatten  # noqa: F401  (importers know them from here)
 
@@ -212,7 +213,8 @@ class SweepConfig:
     p_uncond: Optional[list[float]] = setting(None)  # subset of train.p_uncond; None: all
     screen_images: int = setting(500, ge=2)
     full_images: int = setting(2000, ge=2)
-    top_k: int = setting(2, ge=1)  # configurations per guidance kind re-evaluated at full N
+    # full N: per guidance kind the configurations not clearly worse than its best, at most top_k (None: all)
+    top_k: Optional[int] = setting(2, ge=1)
     cpus_per_trial: float = setting(1.0, gt=0)
     gpus_per_trial: float = setting(0.0, ge=0)
     max_concurrent: Optional[int] = setting(None, ge=1)
@@ -236,6 +238,21 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class CapacityConfig:
+    """What `--dry-run`'s capacity plan (pipeline.capacity) assumes about the cluster; nothing else
+    reads it. Rates are effective: the FLOPs the plan counts (pipeline.nets.flops) per second achieved.
+    gpus / cpus null: a local instance's (cluster.num_gpus / num_cpus, else this machine's); joined to a
+    cluster, as many as each stage asks for."""
+
+    gpus: Optional[int] = setting(None, ge=0)
+    cpus: Optional[int] = setting(None, ge=1)
+    gpu_tflops_bf16: float = setting(495.0, gt=0)  # one GPU under bf16/fp16 autocast: 50% of an H100 SXM's dense 989
+    gpu_tflops_fp32: float = setting(130.0, gt=0)  # one GPU in fp32 (cuDNN convolutions in TF32): a guess
+    cpu_tflops: float = setting(0.03, gt=0)        # one CPU core, fp32
+    bench: Optional[str] = None  # a `python -m pipeline.bench gpu --out FILE` record: replaces gpu_tflops_*
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     address: Optional[str] = None           # None: a local Ray instance (or RAY_ADDRESS under `ray job submit`)
     num_cpus: Optional[int] = setting(None, ge=1)
@@ -245,6 +262,7 @@ class ClusterConfig:
     namespace: str = "pipeline"
     require_cuda: bool = True    # a unit given a GPU fails where torch sees no CUDA; false: warn, use CPU
     wait_timeout_s: float = setting(3600.0, gt=0)  # joined to a cluster: how long a stage waits for its units
+    capacity: CapacityConfig = setting(CapacityConfig())
 
 
 @dataclass(frozen=True)
@@ -317,6 +335,12 @@ def network_rules(c: Config, fail: Fail) -> None:
             arguments["num_heads"] = net.num_heads  # the classifier keeps NoisyClassifier's default
         with fail.naming(image_size="data.resolution", **{a: f"{name}.{a}" for a in UNET_ARGUMENTS}):
             validate_unet_config(c.data.resolution, **arguments)
+        if name == "model" and c.train.guide.kind == "smaller":  # autoguidance's guide: this UNet, narrower
+            try:
+                validate_unet_config(c.data.resolution, **{**arguments, "base_channels": c.train.guide.base_channels})
+            except ArgumentError as error:
+                fail("train.guide.base_channels", c.train.guide.base_channels,
+                     f"the guide (the model's UNet at this width) cannot be built: {error}")
 
 
 def diffusion_rules(c: Config, fail: Fail) -> None:

@@ -58,11 +58,15 @@ class StageSpec:
 
 @dataclass
 class Stage:
+    """A stage module: `STAGE` (its spec), `run(ctx, cfg, inputs)`, and optionally `work(cfg, nets)`
+    -> pipeline.capacity.Work, the work it implies (the capacity plan of `--dry-run`)."""
+
     spec: StageSpec
     run: Callable
     # `check(cfg) -> list[str]`: what would make the stage fail that the config's rules cannot see
     # (an input URI that does not answer), found before anything starts; optional, and quick.
     check: Optional[Callable] = None
+    work: Optional[Callable] = None
 
     @property
     def name(self) -> str:
@@ -76,7 +80,8 @@ def load_stages(modules: tuple[str, ...] = STAGE_MODULES) -> dict[str, Stage]:
         spec: StageSpec = module.STAGE
         if spec.name in stages:
             raise ValueError(f"two stages are named {spec.name}")
-        stages[spec.name] = Stage(spec, module.run, getattr(module, "check", None))
+        stages[spec.name] = Stage(spec, module.run, check=getattr(module, "check", None),
+                                  work=getattr(module, "work", None))
     for stage in stages.values():
         for dep in stage.spec.inputs:
             if dep not in stages:
@@ -208,6 +213,27 @@ def format_units(plan: Plan, config: Config) -> str:
         declared = stages[name].spec.units
         lines.append(f"  {name:<{width}}  {declared(config).describe() if declared else 'in the driver process'}")
     return "\n".join(lines)
+
+
+def plan_capacity(plan: Plan, config: Config, nets=None):
+    """The capacity plan (pipeline.capacity.Plan) of the instances to run: the work each stage
+    declares (`work`) in images, network passes and FLOPs of the configured networks, and its
+    device-hours and wall-clock on the units it declares. Networks are built on the meta device
+    (`nets`: pipeline.capacity.Networks of this config, already counted)."""
+    from pipeline.capacity import Networks, Row, plan as capacity_plan
+
+    nets = nets or Networks(config)
+    rows = []
+    for inst in (i for i in plan.instances if i.status != "skip"):
+        runs, stage = inst.status == "run", inst.stage
+        rows.append(Row(inst.label, runs, stage.work(config, nets) if runs and stage.work else None,
+                        stage.spec.units(config) if stage.spec.units else None))
+    return capacity_plan(rows, config.cluster, nets) if rows else None
+
+
+def format_capacity(plan: Plan, config: Config) -> str:
+    capacity = plan_capacity(plan, config)
+    return "\n".join(capacity.lines) if capacity else ""
 
 
 def make_plan(

@@ -9,6 +9,8 @@
   `gpus_a_local_instance_lacks`). Joined to a cluster (`cluster.address` or RAY_ADDRESS),
   the request becomes a pending placement group (the demand an autoscaler scales up for) and the
   stage waits for it, logging what it waits for at intervals, up to `cluster.wait_timeout_s`.
+- `this_node` (in the unit), `node_type_of`, `node_tags`: where a unit ran, the Ray node id and
+  the autoscaler's node type, which stage outputs and MLflow record.
 - `check_cuda` (driver) and `unit_device` (in the unit): a unit Ray gave a GPU computes on CUDA.
   Where torch sees no CUDA device, `cluster.require_cuda: true` (the default) fails naming the
   node and the stage; `false` logs a warning and computes on CPU (simulated clusters, tests).
@@ -178,6 +180,44 @@ def wait_until_placeable(units: Units, placement: Placement) -> float:
                 return waited
     finally:
         remove_placement_group(group)
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a unit ran (provenance: stage outputs and MLflow record it)
+
+NODE_GROUP_LABEL = "ray.io/node-group"  # Ray labels a node with its autoscaler node type (RAY_NODE_TYPE_NAME)
+HEAD_RESOURCE = "node:__internal_head__"
+
+
+def node_type_of(node: dict[str, Any]) -> str:
+    """The node type of a `ray.nodes()` entry: the autoscaler's name for it, which Ray puts in the
+    node's labels where the autoscaler starts it (`ray up`, KubeRay, the fake multi-node provider);
+    "head" or "worker" on a node without it (a local instance, a hand-started node)."""
+    labels = node.get("Labels") or {}
+    if labels.get(NODE_GROUP_LABEL):
+        return labels[NODE_GROUP_LABEL]
+    return "head" if HEAD_RESOURCE in (node.get("Resources") or {}) else "worker"
+
+
+def this_node() -> dict[str, str]:
+    """Called inside a unit: the Ray node it runs on, {"node_id", "node_type"}; empty strings
+    outside Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        return {"node_id": "", "node_type": ""}
+    node_id = ray.get_runtime_context().get_node_id()
+    entry = next((n for n in ray.nodes() if n.get("NodeID") == node_id), {})
+    return {"node_id": node_id, "node_type": node_type_of(entry)}
+
+
+def node_tags(units: list[dict[str, Any]], prefix: str = "") -> dict[str, str]:
+    """MLflow tags naming the distinct nodes and node types a stage's units (records with
+    node_id and node_type) ran on, comma-separated."""
+    def distinct(key: str) -> str:
+        return ",".join(sorted({str(u.get(key, "")) for u in units} - {""}))
+
+    return {f"{prefix}node_ids": distinct("node_id"), f"{prefix}node_types": distinct("node_type")}
 
 
 # ----------------------------------------------------------------------------------------------

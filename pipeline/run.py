@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from pipeline import failures, stopping
+from pipeline.capacity import CapacityError
 from pipeline.config import Config, ConfigError, DEFAULT_CONFIG, load_config
-from pipeline.graph import Instance, Plan, build_instances, format_units, load_stages, make_plan
+from pipeline.graph import Instance, Plan, build_instances, format_capacity, format_units, load_stages, make_plan
 from pipeline.store import Directory, Output, Store
 
 
@@ -416,6 +417,11 @@ def _main(args: argparse.Namespace, stage_modules: Optional[tuple[str, ...]]) ->
         return 2
     if args.dry_run:
         print(format_units(plan, config), flush=True)
+        try:
+            print(format_capacity(plan, config), flush=True)
+        except CapacityError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return 2
         return 0
     return execute(plan, config, args.config, store)
 

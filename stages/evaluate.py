@@ -81,3 +81,9 @@ def run(ctx, cfg, inputs):
               "name": info["name"], "nfe_per_image": info["nfe_per_image"], "num_images": info["num_images"]}
     ctx.out.write_json(METRICS_FILE, result)
     return {**result, "eval_seconds": round(seconds, 3)}
+
+
+def work(cfg, nets):
+    from pipeline.capacity import Work, features
+
+    return Work((features("samples", cfg.sample.num_images, nets, cfg.eval.extractors),))

@@ -43,3 +43,12 @@ def run(ctx, cfg, inputs):
     num = next(iter(index.values()))["num_samples"]
     ctx.log_metrics({"num_images": float(num), "images_per_s": num / seconds if seconds > 0 else 0.0})
     return {"extractors": index, "split": SPLIT, "num_images": num, "notes": notes, "seconds": round(seconds, 3)}
+
+
+def work(cfg, nets):
+    """Features of the first eval.num_reference training images, or all."""
+    from pipeline.capacity import Work, features
+
+    listed, wanted = (nets.dataset.train if nets.dataset else None), cfg.eval.num_reference
+    images = min(listed, wanted) if listed and wanted else (wanted or listed)
+    return Work((features("training images", images, nets, cfg.eval.extractors),))

@@ -107,3 +107,11 @@ def _log_grid(ctx, plans) -> None:
     ctx.out.write_bytes(GRID_FILE, data)
     with ctx.out.local_file(GRID_FILE) as path:
         ctx.log_artifact(path)
+
+
+def work(cfg, nets):
+    from pipeline.capacity import Work, sampling
+    from pipeline.generation.sampler_config import SamplerConfig
+
+    config = SamplerConfig.from_section(cfg.sample)
+    return Work((sampling(config.name, [config], cfg.sample.num_images, nets, cfg.diffusion.timesteps),))

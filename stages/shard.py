@@ -122,3 +122,15 @@ def run(ctx, cfg, inputs):
         with ctx.out.local_file(name) as path:
             ctx.log_artifact(path)
     return summary
+
+
+def work(cfg, nets):
+    """Every listed image decoded, center-cropped and written: CPU work the plan does not cost."""
+    from pipeline.capacity import Part, Work
+
+    size = nets.dataset
+    images = size.train + size.val if size else None
+    shown = f"{images:,}" if images is not None else "every listed"
+    what = f"decode, center-crop to {cfg.data.resolution} px and write {shown} images"
+    return Work((Part(what, images, None, None),), note="CPU decoding, not costed: `python -m pipeline.bench shard` "
+                                                        "measures it")

@@ -2,11 +2,12 @@
 
 No trial trains: `p_uncond` selects among the cached train_diffusion outputs. Two rounds
 (multi-fidelity): every configuration is screened with `sweep.screen_images` images, then the
-`sweep.top_k` best of each guidance kind (lowest fd_evalnet) are evaluated again with
-`sweep.full_images`; image i depends only on (seed, i), so the full round reuses the screened
-images and generates only the rest. Each round is one Ray Tune experiment (a function trainable
-per configuration, resources from `sweep.cpus_per_trial` / `gpus_per_trial`, at most
-`sweep.max_concurrent` at once) stored in the stage's partial output.
+configurations of each guidance kind not clearly worse than its best (95% intervals of the
+leaderboard's ranking metric overlap; at most `sweep.top_k`, null: all) are evaluated again with
+`sweep.full_images` (pipeline.sweep_space.select_full_round); image i depends only on (seed, i),
+so the full round reuses the screened images and generates only the rest. Each round is one Ray
+Tune experiment (a function trainable per configuration, resources from `sweep.cpus_per_trial` /
+`gpus_per_trial`, at most `sweep.max_concurrent` at once) stored in the stage's partial output.
 
 Resume: a trial writes its row to results/<round>/<config_id>.json last, so the set of finished
 trials is whatever rows exist. Re-running after a driver kill starts a Tune experiment over the
@@ -24,7 +25,9 @@ from pipeline.resources import Units
 
 STAGE = StageSpec(
     name="sweep",
-    version="2",  # 2: as sample 2, and KID on clean-fid's subsets, intervals in the protocol
+    # 2: as sample 2, and KID on clean-fid's subsets, intervals in the protocol
+    # 3: the full round is every configuration not clearly worse than its kind's best, by the ranking metric
+    version="3",
     reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
     units=lambda cfg: Units("sweep trial", cfg.sweep.max_concurrent, cpus=cfg.sweep.cpus_per_trial,
@@ -54,7 +57,7 @@ def dataset_name(data) -> str:
 
 
 def run(ctx, cfg, inputs):
-    from pipeline.sweep_space import configurations, select_top_k, selection_metric
+    from pipeline.sweep_space import configurations, select_full_round, selection_metric
     from stages.sweep_trial import FULL, SCREEN, TrialInputs
 
     sw = cfg.sweep
@@ -72,10 +75,10 @@ def run(ctx, cfg, inputs):
     rows = list(screened.values())
     chosen = []
     if sw.full_images > sw.screen_images:
-        chosen = select_top_k(rows, sw.top_k)
+        selection = select_full_round(rows, sw.top_k)
+        chosen = selection.config_ids
         by_id = {c.id: c for c in configs}
-        ctx.log(f"full round: the best {sw.top_k} of each guidance kind by {selection_metric(rows)}: "
-                + ", ".join(by_id[c].name for c in chosen))
+        ctx.log("full round: " + selection.describe({c.id: c.name for c in configs}))
         rows += list(run_round(ctx, FULL, [by_id[c] for c in chosen], sw.full_images, trial_inputs, sw,
                                logger).values())
     for row in rows:
@@ -233,3 +236,29 @@ def _write_table(ctx, rows: list[dict]) -> None:
     buf = io.BytesIO()
     pd.DataFrame(rows).to_parquet(buf, index=False)
     ctx.out.write_bytes(TRIALS, buf.getvalue())
+
+
+def work(cfg, nets):
+    """Both rounds: every configuration screened, then the top_k of each guidance kind taken to
+    full_images (only the images beyond the screened ones are generated; all are scored again).
+    Which configurations win is not known before screening: each kind's costliest top_k are counted."""
+    from pipeline.capacity import Work, features, passes_per_image, sampling
+    from pipeline.sweep_space import configurations
+
+    sw, timesteps = cfg.sweep, cfg.diffusion.timesteps
+    configs = configurations(sw, cfg.train.p_uncond)
+    parts = [sampling("screen round", configs, sw.screen_images, nets, timesteps),
+             features("screen round, scoring", len(configs) * sw.screen_images, nets, cfg.eval.extractors,
+                      pieces=len(configs))]
+    if sw.full_images > sw.screen_images:
+        def flops_per_image(config):
+            return sum(count * net.gflops for net, count in passes_per_image(config, nets, timesteps))
+
+        by_kind: dict[str, list] = {}
+        for config in configs:
+            by_kind.setdefault(config.guidance, []).append(config)
+        full = [c for kind in by_kind.values() for c in sorted(kind, key=flops_per_image, reverse=True)[:sw.top_k]]
+        parts += [sampling("full round", full, sw.full_images - sw.screen_images, nets, timesteps),
+                  features("full round, scoring", len(full) * sw.full_images, nets, cfg.eval.extractors,
+                           pieces=len(full))]
+    return Work(tuple(parts))

@@ -61,6 +61,18 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             e.copy_(b)
 
 
+def worker_nodes(rank: int, world: int, since_nimg: int) -> list[dict]:
+    """Every rank's Ray node (pipeline.resources.this_node), gathered on every rank, in rank order."""
+    from pipeline.resources import this_node
+
+    mine = {"rank": rank, **this_node(), "since_nimg": since_nimg}
+    if not (dist.is_available() and dist.is_initialized() and world > 1):
+        return [mine]
+    every: list = [None] * world
+    dist.all_gather_object(every, mine)
+    return every
+
+
 def maybe_crash(crash: WorkerCrash | None, rank: int, nimg: int) -> None:
     if crash and rank == crash.rank and nimg >= crash.after_nimg and not os.path.exists(crash.marker):
         open(crash.marker, "w").close()
@@ -136,6 +148,7 @@ def train_loop(config: dict) -> None:
         model.load_state_dict(state.model)
         task.load_state_dict(state.task)
         state.resumes.append(state.nimg)
+    state.workers = [*state.workers, *worker_nodes(rank, world, state.nimg)]
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=device)  # moves `model`; DDP when world > 1
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
     emas = [copy.deepcopy(model).requires_grad_(False) for _ in spec.ema_decays]

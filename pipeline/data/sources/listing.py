@@ -148,3 +148,41 @@ def list_source(
     if len(set(keys)) != len(keys):
         raise AssertionError("source produced duplicate keys")  # readers call unique_keys
     return listing
+
+
+# ----------------------------------------------------------------------------------------------
+# Sizes known before listing (the capacity plan of `--dry-run` reads no dataset)
+
+ILSVRC2012_TRAIN, ILSVRC2012_VAL, ILSVRC2012_CLASSES = 1_281_167, 50_000, 1000
+
+
+@dataclass(frozen=True)
+class ExpectedSize:
+    train: int
+    val: int
+    classes: int
+    exact: bool  # False: an upper bound (ImageNet under max_images_per_class: some classes have fewer)
+
+
+def expected_size(data) -> ExpectedSize | None:
+    """The images a `data` config section will list, without reading the dataset: digits are
+    listed (in memory, quick), generated trees counted from their settings, the ImageNet layouts
+    are ILSVRC2012 (1,281,167 train, 50,000 val, 1000 classes); None for imagefolder and parquet."""
+    cap = data.max_images_per_class
+
+    def capped(per_class: int) -> int:
+        return per_class if cap is None else min(per_class, cap)
+
+    if data.source == "digits":
+        listing = list_source("digits", None, val_fraction=data.val_fraction, seed=data.seed,
+                              max_images_per_class=cap)
+        return ExpectedSize(len(listing.split("train")), len(listing.split("val")), len(listing.classes.wnids), True)
+    if data.source == "generated":
+        g = data.generated
+        return ExpectedSize(g.num_classes * capped(g.train_per_class), g.num_classes * capped(g.val_per_class),
+                            g.num_classes, True)
+    if data.source in ("imagenet_kaggle", "imagenet_tars"):
+        at_most = ILSVRC2012_CLASSES * cap if cap is not None else ILSVRC2012_TRAIN
+        return ExpectedSize(min(ILSVRC2012_TRAIN, at_most), min(ILSVRC2012_VAL, at_most), ILSVRC2012_CLASSES,
+                            exact=cap is None)
+    return None
