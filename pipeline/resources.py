@@ -17,6 +17,7 @@ Ray is imported inside the functions that need it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -117,6 +118,39 @@ def refuse_if_never_placeable(units: Units, placement: Placement) -> None:
             raise NotEnoughResourcesError(problem)
 
 
+def units_that_fit(units: Units, have: dict[str, float], beside: Optional[Units] = None) -> int:
+    """How many of `units` (at most units.count) the totals `have` hold at once, beside one of
+    `beside` (a sweep trial next to the sampler pool)."""
+    room = dict(have)
+    for name, need in (beside.bundle() if beside else {}).items():
+        room[name] = room.get(name, 0.0) - need
+    fits = [math.floor(room.get(name, 0.0) / need + 1e-9) for name, need in units.bundle().items() if need > 0]
+    return max(0, min([units.count or 1, *fits]))
+
+
+def pool_size(units: Units, placement: Placement, unit_knobs: str, beside: Optional[Units] = None) -> int:
+    """How many units of a pool to start. A pool takes work as its units start, so it does not
+    need them all at once: joined to a cluster every one is asked for (those the cluster cannot
+    place yet wait for the autoscaler). A private local instance never grows: it starts the
+    units its totals hold (beside one `beside`), logging when that is fewer than asked, and
+    raises NotEnoughResourcesError naming `unit_knobs` when it cannot hold a single one."""
+    import ray
+
+    if placement.joined:
+        return units.count or 1
+    have = ray.cluster_resources()
+    fit = units_that_fit(units, have, beside)
+    if fit == 0:
+        besides = f" beside one {beside.kind} ({beside.each()})" if beside else ""
+        raise NotEnoughResourcesError(
+            f"{placement.stage}: one {units.kind} asks for {units.each()} ({unit_knobs}) but this local Ray instance "
+            f"has {_cluster_has(have)}{besides}: no {units.kind} could ever start")
+    if fit < (units.count or 1):
+        placement.log(f"this local Ray instance holds {fit} of the {units.count} {units.kind}s ({units.knob})"
+                      + (f" beside one {beside.kind}" if beside else "") + f": starting {fit}")
+    return fit
+
+
 def wait_until_placeable(units: Units, placement: Placement) -> float:
     """Return once every unit can be placed at the same time; the seconds waited.
 
@@ -182,6 +216,35 @@ def _cuda_report() -> dict[str, Any]:
             "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             "torch": torch.__version__, "torch_cuda": torch.version.cuda}
+
+
+def unit_location() -> dict[str, Any]:
+    """Where the calling unit of work runs (recorded with its output, so a cluster test can check
+    where work ran): the Ray node id and IP, the node type (the autoscaler's node group label,
+    which it sets from RAY_NODE_TYPE_NAME; "" on a node it did not start), the accelerator type,
+    the resources Ray assigned to the unit, and the host. Empty values outside Ray."""
+    import os
+    import socket
+
+    where = {"node_id": "", "node_ip": "", "node_type": os.environ.get("RAY_NODE_TYPE_NAME", ""),
+             "accelerator": "", "resources": {}, "host": socket.gethostname()}
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return where
+        context = ray.get_runtime_context()
+        labels = context.get_node_labels() or {}
+        where.update(node_id=context.get_node_id(), node_ip=ray.util.get_node_ip_address(),
+                     node_type=labels.get("ray.io/node-group") or where["node_type"],
+                     accelerator=labels.get("ray.io/accelerator-type", ""))
+        try:
+            where["resources"] = {k: float(v) for k, v in context.get_assigned_resources().items()}
+        except Exception:  # noqa: BLE001 - the driver has no assigned resources
+            pass
+    except Exception:  # noqa: BLE001 - provenance only
+        pass
+    return where
 
 
 def no_cuda_message(stage: str, report: dict[str, Any]) -> str:
