@@ -15,6 +15,7 @@ features the merged subsample keeps (`Gathering.max_key`, from the stream's know
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
@@ -197,7 +198,7 @@ def gather(executor, tasks: Sequence[FeatureTask], on_result: Optional[Callable[
         info, handle = results[i]
         parts = executor.fetch(handle)
         if merged is None:
-            merged = parts
+            merged = copy.deepcopy(parts)  # writable (what Ray hands back is read-only)
         elif set(parts) != set(merged):
             raise RuntimeError(f"feature workers disagree on the extractors: {sorted(parts)} on node "
                                f"{info.get('node_id')} vs {sorted(merged)} (e.g. Inception weights on some nodes only)")

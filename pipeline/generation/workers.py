@@ -29,7 +29,7 @@ from pipeline.generation.models import load_models
 from pipeline.generation.sampler_config import SamplerConfig
 from pipeline.resources import unit_device, unit_location
 
-WHERE_KEYS = ("node_id", "node_type", "node_ip", "accelerator")
+WHERE_KEYS = ("node_id", "node_type", "node_ip", "accelerator", "pid")
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def where_file(plan_name: str) -> str:
 
 
 WHERE_RECORD = ("chunk", "task", "start", "stop", "num_images", "node_id", "node_type", "node_ip", "accelerator",
-                "device", "resources", "seconds")
+                "device", "resources", "pid", "seconds")
 
 
 def where_record(info: dict) -> dict:
@@ -132,7 +132,9 @@ class ChunkWorker:
 
     def where(self) -> dict:
         if self._where is None:
-            self._where = unit_location()
+            import os
+
+            self._where = {**unit_location(), "pid": os.getpid()}
         return self._where
 
     def ready(self) -> dict:

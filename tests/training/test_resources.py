@@ -80,12 +80,18 @@ def test_dry_run_prints_each_stages_units(tmp_path):
     assert printed["shard"] == "one shard task per shard to write (1 CPU each)"
     assert printed["train_diffusion"] == printed["train_evalnet"] == "2 x training worker (1 CPU each)"
     assert printed["sample"] == "2 x sampler actor (1 CPU each)"
-    assert printed["reference_stats"] == "in the driver process"
+    assert printed["reference_stats"] == printed["evaluate"] == "2 x feature extractor (1 CPU each)"
+    assert printed["sweep"] == ("one sweep trial per configuration, as many at once as fit (1 CPU each); "
+                                "2 x sampler actor (1 CPU each)")
+    assert printed["leaderboard"] == "in the driver process"
 
     gpu = _units_printed(load_config(REPO / IMAGENET, ["data.path=/tmp", "classifier.cpus_per_worker=4"]), tmp_path)
     assert gpu["train_diffusion"] == gpu["train_evalnet"] == "8 x training worker (8 CPUs, 1 GPU each)"
     assert gpu["train_classifier"] == "8 x training worker (4 CPUs, 1 GPU each)"
-    assert gpu["sweep"] == "one sweep trial per configuration, as many at once as fit (8 CPUs, 1 GPU each)"
+    assert gpu["sweep"] == ("one sweep trial per configuration, as many at once as fit (1 CPU each); "
+                            "16 x sampler actor (6 CPUs, 1 GPU each)")
+    assert gpu["sample"] == "16 x sampler actor (8 CPUs, 1 GPU each)"
+    assert gpu["reference_stats"] == gpu["evaluate"] == "16 x feature extractor (8 CPUs, 1 GPU each)"
 
 
 def test_dry_run_output_of_the_cli(run_pipeline, capsys):
