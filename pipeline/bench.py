@@ -1,8 +1,9 @@
 """`python -m pipeline.bench NAME [--json] [--quick]`: hot paths timed against naive baselines.
 
 Each benchmark is a module `pipeline/benches/<NAME>.py` with `run(quick: bool) -> dict`, which
-times the pipeline's code path and a naive baseline in the same process and returns flat
-figures; `ratio` is the headline (ours / naive, higher is better).
+times the pipeline's code path and the tool a user would pick instead in the same process and
+returns flat figures; `ratio` is the headline (ours / peer, higher is better). A benchmark that
+cannot run here (`gpu` without CUDA) returns `{"skipped": reason}`: one line, exit status 0.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def run_bench(name: str, quick: bool = False) -> dict:
     figures = dict(module.run(quick=quick))
     figures.setdefault("bench", name)
     figures["wall_s"] = round(time.perf_counter() - started, 2)
+    if "skipped" in figures:
+        return figures
     ratio = figures.get("ratio")
     if not isinstance(ratio, (int, float)) or not math.isfinite(ratio):
         raise ValueError(f"benchmark {name} returned no finite 'ratio': {ratio!r}")
@@ -58,7 +61,10 @@ def main(argv=None) -> int:
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
-    print(json.dumps(figures) if args.json else format_figures(figures))
+    if "skipped" in figures and not args.json:
+        print(f"{args.name}: skipped: {figures['skipped']}")
+    else:
+        print(json.dumps(figures) if args.json else format_figures(figures))
     return 0
 
 

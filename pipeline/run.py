@@ -11,11 +11,13 @@ Exit status: 0 done, 1 a stage failed, 2 bad config or arguments, 128+N killed b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from pipeline.config import Config, ConfigError, DEFAULT_CONFIG, load_config
@@ -125,7 +127,10 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
     started = time.time()
     outputs: dict[str, Output] = {}
     producer = tracking.git_state()
-    with tracker.pipeline_run(config, config_path, keys, git=producer) as parent:
+    active = [i for i in plan.instances if i.status != "skip"]
+    report = RunReport(config_path, config, active, resumed={
+        i.label for i in plan.to_run() if not i.reason.startswith("forced") and store.has_partial(i.name, i.key)})
+    with tracker.pipeline_run(config, config_path, keys, git=producer, name=report.name()) as parent:
         parent.log_config(config)
         parent.log_text(plan.format(store.root_uri), "plan.txt")
         if plan.to_run():
@@ -134,7 +139,6 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
             cluster.connect(config.cluster)
             _install_signal_handlers()  # ray.init installs its own SIGTERM handler; ours must win
             print(cluster.describe(), flush=True)
-        active = [i for i in plan.instances if i.status != "skip"]
         for n, inst in enumerate(active, 1):
             head = f"[{n}/{len(active)}] {inst.label}"
             if inst.status == "cached":
@@ -146,7 +150,12 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
             try:
                 outputs[inst.label] = _run_instance(inst, _inputs_of(inst, outputs), config, store, tracker,
                                                      parent.run_id, producer)
-            except Exception as exc:
+            except BaseException as exc:
+                report.seconds[inst.label] = time.time() - t0
+                with contextlib.suppress(Exception):
+                    parent.set_description(report.description(outputs, tracker, failed=(inst.label, exc)))
+                if not isinstance(exc, Exception):
+                    raise
                 print(f"{head}: FAILED after {time.time() - t0:.1f}s: {type(exc).__name__}: {exc}", flush=True)
                 partial = store.partial_dir(inst.name, inst.key)
                 if partial.files():
@@ -156,9 +165,12 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
                 if not isinstance(exc, NotImplementedError):
                     traceback.print_exc()
                 raise
-            print(f"{head}: done in {time.time() - t0:.1f}s -> {outputs[inst.label].uri}", flush=True)
+            report.seconds[inst.label] = time.time() - t0
+            print(f"{head}: done in {report.seconds[inst.label]:.1f}s -> {outputs[inst.label].uri}", flush=True)
+        parent.log_metrics(report.headline(outputs))
+        parent.set_description(report.description(outputs, tracker))
         run_id = parent.run_id
-    _print_summary(outputs, tracker, run_id, time.time() - started)
+    report.print_summary(outputs, tracker, run_id, time.time() - started)
     return 0
 
 
@@ -183,12 +195,87 @@ def _run_instance(inst: Instance, inputs: dict[str, Any], config: Config, store:
     return output
 
 
-def _print_summary(outputs: dict[str, Output], tracker, run_id: str, seconds: float) -> None:
-    print(f"\nfinished in {seconds:.1f}s", flush=True)
-    for label, out in outputs.items():
-        print(f"  {label:<32} {out.uri}")
-    print(f"MLflow run {run_id} in {tracker.uri}")
-    print(f"open it with: mlflow ui --backend-store-uri {tracker.uri}  (binds 127.0.0.1:5000)", flush=True)
+# ----------------------------------------------------------------------------------------------
+# What a run tells people: its name in MLflow, its description there, the summary at its end
+
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+@dataclass
+class RunReport:
+    """A pipeline run as people see it. A stage's summary may name `pages` (paths in its output,
+    also logged as artifacts of its MLflow run, the main one first: linked from the run's
+    description, the first printed at the end) and `headline` metrics (logged on the parent run as
+    `<stage>.<metric>`), e.g. the leaderboard's page, plots and best numbers."""
+
+    config_path: str
+    config: Config
+    active: list[Instance]
+    resumed: set[str] = field(default_factory=set)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def what_ran(self) -> str:
+        ran = sum(i.status == "run" for i in self.active)
+        n = len(self.active)
+        what = ("cached" if not ran else f"{n} stage{'s' * (n != 1)}" if ran == n else f"{ran} of {n} stages")
+        return what + (" · resumed" if self.resumed else "")
+
+    def name(self) -> str:
+        """The parent run's name: config, what ran, short config key, e.g. `default · 9 stages ·
+        3f2a9c1e`, `default · 4 of 9 stages · resumed · 3f2a9c1e`, `default · cached · 3f2a9c1e`
+        (what ran before the key: the UI's run list cuts long names short)."""
+        return f"{Path(self.config_path).stem} · {self.what_ran()} · {self.config.hash()[:8]}"
+
+    def headline(self, outputs: dict[str, Output]) -> dict[str, float]:
+        return {f"{out.stage}.{k}": float(v) for out in outputs.values()
+                for k, v in (out.summary.get("headline") or {}).items() if v is not None}
+
+    def _pages(self, outputs: dict[str, Output]) -> list[tuple[Output, str, str]]:
+        """(output, artifact path, MLflow run id) of every page a stage named."""
+        return [(out, page, out.manifest.get("producer", {}).get("mlflow_run_id", ""))
+                for out in outputs.values() for page in out.summary.get("pages") or []]
+
+    def description(self, outputs: dict[str, Output], tracker,
+                    failed: Optional[tuple[str, BaseException]] = None) -> str:
+        """Markdown for the run's page in the MLflow UI: what ran, links to the pages, every stage."""
+        ran = [i.label for i in self.active if i.status == "run"]
+        lines = [f"**{Path(self.config_path).stem}** (`{self.config_path}`, config `{self.config.hash()[:12]}`): "
+                 f"{len(ran)} of {len(self.active)} stages to run, the rest cached"
+                 + (f"; resumed {', '.join(sorted(self.resumed))}." if self.resumed else ".")]
+        if failed:
+            lines.append(f"\n**Failed** at `{failed[0]}`: {type(failed[1]).__name__}: {failed[1]}"[:2000])
+        links = [f"[{out.stage}: {page}]({tracker.ui_path(run_id, page)})"
+                 for out, page, run_id in self._pages(outputs) if run_id]
+        if links:
+            lines.append("\n" + " · ".join(links))
+        headline = self.headline(outputs)
+        if headline:
+            lines.append("\n" + ", ".join(f"{k} = {v:.4g}" for k, v in sorted(headline.items())))
+        lines += ["", "| stage | this run | store key |", "| --- | --- | --- |"]
+        for inst in self.active:
+            if inst.label in self.seconds:
+                done = f"ran {self.seconds[inst.label]:.1f}s" + (" (resumed)" if inst.label in self.resumed else "")
+                done = done if inst.label in outputs else "FAILED"
+            else:
+                done = "cached" if inst.status == "cached" else "not reached"
+            lines.append(f"| {inst.label.replace('|', '/')} | {done} | `{inst.key}` |")
+        return "\n".join(lines)
+
+    def print_summary(self, outputs: dict[str, Output], tracker, run_id: str, seconds: float) -> None:
+        print(f"\nfinished in {seconds:.1f}s: {self.what_ran()}", flush=True)
+        for label, out in outputs.items():
+            took = f"{self.seconds[label]:.1f}s" if label in self.seconds else "cached"
+            print(f"  {label:<32} {took:>9}  {out.uri}")
+        for out in outputs.values():
+            page = (out.summary.get("pages") or [None])[0]  # the first page a stage names is its main one
+            if page:
+                print(f"{out.stage}: {Path(out.child(page)).as_uri() if out.local_path else f'{out.uri}/{page}'}")
+        print(f"MLflow run {run_id} in {tracker.uri}")
+        if tracker.uri.startswith(("http://", "https://")):
+            print(f"open it at {tracker.ui_url(tracker.uri, run_id)}", flush=True)
+        else:
+            print(f"look at it: mlflow ui --backend-store-uri {tracker.uri}  (binds 127.0.0.1:5000), then open\n"
+                  f"  {tracker.ui_url(MLFLOW_UI, run_id)}", flush=True)
 
 
 def main(argv: Optional[list[str]] = None, stage_modules: Optional[tuple[str, ...]] = None) -> int:

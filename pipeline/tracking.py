@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -24,6 +25,11 @@ from pipeline.config import Config, TrackingConfig, flatten
 
 PACKAGES = ("ray", "torch", "mlflow", "webdataset", "pyarrow", "clean-fid", "numpy", "pillow")
 MAX_PARAM_LENGTH = 6000
+# The experiment tag holding an experiment's kind (the MLflow 3.x UI writes it when a user picks
+# one); "custom_model_development" is its "Machine learning" kind, "genai_development" the GenAI one.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
+DATASET_DIGEST_CHARS = 16  # MLflow keeps at most 36 characters of a dataset digest
 
 
 class Terminated(BaseException):
@@ -129,6 +135,7 @@ class Tracker:
         with lock:
             self.client = MlflowClient(tracking_uri=self.uri)
             self.experiment_id = self._experiment()
+            self._mark_model_training()
         self.host = socket.gethostname()
 
     def _experiment(self) -> str:
@@ -151,6 +158,24 @@ class Tracker:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             return self.client.get_experiment_by_name(self.cfg.experiment).experiment_id
+
+    def _mark_model_training(self) -> None:
+        """Tag the experiment a model-training one, new or made before this existed; an experiment
+        that already names its kind keeps it."""
+        if EXPERIMENT_KIND_TAG not in self.client.get_experiment(self.experiment_id).tags:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+
+    def ui_path(self, run_id: Optional[str] = None, artifact: Optional[str] = None) -> str:
+        """The MLflow UI's page of this experiment's runs, of one run, or of one of its artifacts,
+        relative to the UI's address. MLflow 3.17's UI opens every experiment as a GenAI one
+        (traces, token usage), whatever its kind tag, unless the link asks for the model-training
+        view (`workflowType`) or the user picked it in that browser."""
+        path = f"#/experiments/{self.experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+        return path + (f"/artifacts/{artifact}" if run_id and artifact else "") + "?workflowType=machine_learning"
+
+    def ui_url(self, base: str, run_id: Optional[str] = None) -> str:
+        """`ui_path` under the UI's address `base`, e.g. http://127.0.0.1:5000."""
+        return f"{base.rstrip('/')}/{self.ui_path(run_id)}"
 
     # -- runs left RUNNING by killed processes
 
@@ -197,7 +222,7 @@ class Tracker:
             self.client.set_terminated(run.info.run_id, status="FINISHED")
 
     def pipeline_run(self, config: Config, config_path: str, keys: dict[str, str],
-                     git: Optional[dict[str, str]] = None):
+                     git: Optional[dict[str, str]] = None, name: str = "pipeline"):
         tags = {
             "pipeline.config_hash": config.hash(),
             "pipeline.config_file": config_path,
@@ -206,7 +231,7 @@ class Tracker:
             **{f"store.key.{label}": key for label, key in keys.items()},
             "store.root": config.store.root,
         }
-        return self.run("pipeline", tags)
+        return self.run(name, tags)
 
 
 class RunLogger:
@@ -272,6 +297,32 @@ class RunLogger:
     def log_config(self, config: Config) -> None:
         self.log_params(flatten(config.to_dict()))
         self.log_text(config.to_yaml(), "config.yaml")
+
+    def set_description(self, markdown: str) -> None:
+        """The run's description, shown (as Markdown) on its page in the MLflow UI."""
+        self.client.set_tag(self.run_id, DESCRIPTION_TAG, markdown)
+
+    def log_dataset(self, output, context: str = "training") -> None:
+        """Record a published store output (e.g. the shards) as an MLflow dataset input of this run:
+        named by its dataset.json (source and resolution) when it has one, its URI as the source,
+        a digest of the file checksums in its manifest, and dataset.json as the profile."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        info = output.read_json("dataset.json") if output.exists("dataset.json") else {}
+        name = f"{info['source']}-{info['resolution']}px" if {"source", "resolution"} <= set(info) else output.stage
+        scheme = output.uri.split("://", 1)[0] if "://" in output.uri else "file"
+        dataset = Dataset(name=name, digest=manifest_digest(output.manifest)[:DATASET_DIGEST_CHARS],
+                          source_type="local" if scheme == "file" else scheme,
+                          source=json.dumps({"uri": output.uri}),
+                          profile=json.dumps({**info, "store_key": output.key}, sort_keys=True))
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 over a store manifest's (path, sha256) pairs: the content of an output, whatever its
+    key, timestamps or where it lies."""
+    lines = sorted(f"{f['path']}\t{f['sha256']}\n" for f in manifest.get("files", []))
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def safe_key(name: str) -> str:

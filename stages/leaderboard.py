@@ -20,6 +20,9 @@ STAGE = StageSpec(
 )
 
 
+PAGES = ("leaderboard.html", "plots", "leaderboard.md")  # linked from the pipeline run, the first printed at its end
+
+
 def run(ctx, cfg, inputs):
     import io
 
@@ -45,13 +48,17 @@ def run(ctx, cfg, inputs):
     ctx.out.write_bytes("leaderboard.md", markdown.encode())
 
     plots: dict[str, bytes] = {}
-    for (dataset, protocol), table in lb.groups(ranked):
+    sections: list[tuple[str, dict[str, bytes]]] = []
+    # The table with the most configurations first: the screening round's curves have a point per
+    # strength, the full-N round's only the best of each kind.
+    for (dataset, protocol), table in sorted(lb.groups(ranked), key=lambda group: -len(group[1])):
         if (table["source"] == "reported").all() or len(table) < 2:
             continue
         beside = reported[reported["dataset"] == dataset] if not reported.empty else reported
         title = f"{dataset} · {lb.protocol_summary(table['protocol_json'].iloc[0])}"
-        for name, png in leaderboard_plots(pd.concat([table, beside], ignore_index=True), title).items():
-            plots[f"{safe_name(dataset)}__{protocol}__{name}"] = png
+        drawn = leaderboard_plots(pd.concat([table, beside], ignore_index=True), title)
+        sections.append((f"{title} · {len(table)} configurations", drawn))
+        plots.update({f"{safe_name(dataset)}__{protocol}__{name}": png for name, png in drawn.items()})
     for name, png in plots.items():
         ctx.out.write_bytes(f"plots/{name}.png", png)
 
@@ -60,15 +67,16 @@ def run(ctx, cfg, inputs):
         if isinstance(rel, str) and sweep.exists(rel):
             grids[name] = sweep.read_bytes(rel)
             ctx.out.write_bytes(f"grids/{safe_name(name)}.png", grids[name])
-    page = lb.to_html(ranked, plots, grids, title=f"Leaderboard · {cfg.tracking.experiment}")
+    page = lb.to_html(ranked, grids=grids, title=f"Leaderboard · {cfg.tracking.experiment}", plot_sections=sections)
     ctx.out.write_bytes("leaderboard.html", page.encode())
 
-    _log_to_mlflow(ctx, ranked)
+    headline = _headline(ranked)
+    _log_to_mlflow(ctx, ranked, headline)
     ctx.log(f"{len(ranked)} row(s) in {len(lb.groups(ranked))} table(s), {len(plots)} plot(s), {len(grids)} grid(s)")
     print(markdown, flush=True)
     best = ranked.iloc[0] if not ranked.empty else None
     return {"rows": int(len(ranked)), "tables": len(lb.groups(ranked)), "plots": len(plots), "grids": len(grids),
-            "reported_rows": int(len(reported)),
+            "reported_rows": int(len(reported)), "pages": list(PAGES), "headline": headline,
             "best": None if best is None else {"name": best.get("name"), "ranked_by": best.get("ranked_by"),
                                                "protocol": best.get("protocol"), "num_images": _num(best.get("num_images"))}}
 
@@ -80,10 +88,29 @@ def _num(value):
         return None
 
 
-def _log_to_mlflow(ctx, ranked) -> None:
+def _headline(ranked) -> dict[str, float]:
+    """The numbers a run is compared by, from the first table (the most images): every metric of
+    its best configuration (`best.<metric>`) and the best ranking metric of each guidance kind
+    (`<kind>.<metric>`)."""
+    from pipeline.leaderboard import groups, lower_is_better, metric_columns
+
+    tables = [table for _, table in groups(ranked) if not (table["source"] == "reported").all()]
+    if not tables or not tables[0]["ranked_by"].iloc[0]:
+        return {}
+    top = tables[0]
+    best, by = top.iloc[0], top["ranked_by"].iloc[0]
+    headline = {f"best.{m}": float(best[m]) for m in metric_columns(top) if _num(best.get(m)) is not None}
+    for kind, rows in top.groupby("guidance"):
+        values = rows[by].dropna()
+        if len(values):
+            headline[f"{kind}.{by}"] = float(values.min() if lower_is_better(by) else values.max())
+    return headline
+
+
+def _log_to_mlflow(ctx, ranked, headline: dict[str, float]) -> None:
     import posixpath
 
-    from pipeline.leaderboard import display_columns, groups, metric_columns
+    from pipeline.leaderboard import display_columns, groups
     from pipeline.leaderboard.mlflow_runs import BEST_TAG, DATASET_TAG, PROTOCOL_TAG, RANKED_BY_TAG
 
     for rel in ctx.out.files():
@@ -96,8 +123,6 @@ def _log_to_mlflow(ctx, ranked) -> None:
     ctx.tracker.client.log_table(ctx.tracker.run_id, data=table, artifact_file="leaderboard_table.json")
     (dataset, protocol), top = groups(ranked)[0]
     best = top.iloc[0]
-    metrics = {f"best.{m}": float(best[m]) for m in metric_columns(top) if best.get(m) == best.get(m)
-               and best.get(m) is not None}
-    ctx.log_metrics({**metrics, "rows": float(len(ranked))})
+    ctx.log_metrics({**headline, "rows": float(len(ranked))})
     ctx.set_tags({BEST_TAG: str(best.get("name", "")), DATASET_TAG: dataset, PROTOCOL_TAG: protocol,
                   RANKED_BY_TAG: str(best.get("ranked_by", ""))})

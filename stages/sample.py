@@ -27,7 +27,7 @@ def units(cfg) -> Units:
 
 STAGE = StageSpec(
     name="sample",
-    version="3",
+    version="3",  # 3: chunks on the pool (units/ records); generate's fast path
     reads=("sample", "diffusion"),
     inputs=("train_diffusion", "train_classifier"),
     units=units,

@@ -46,7 +46,7 @@ def pool_units(cfg) -> Units:
 
 STAGE = StageSpec(
     name="sweep",
-    version="3",
+    version="3",  # 3: trials' chunks on the pool, resumed per chunk; generate's fast path
     reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
     units=lambda cfg: (trial_units(cfg), pool_units(cfg)),

@@ -36,6 +36,7 @@ def run(ctx, cfg, inputs):
     cl = cfg.classifier
     shards = inputs["shard"]
     dataset = ShardedDataset(shards.uri)
+    ctx.tracker.log_dataset(shards)  # the shards as the MLflow dataset input of this run
     kwargs = classifier_kwargs(cl, dataset.resolution, dataset.num_classes)
     diffusion = diffusion_dict(cfg.diffusion)
     spec = train_spec(cl)

@@ -47,6 +47,7 @@ def run(ctx, cfg, inputs):
     tr, p_uncond = cfg.train, float(ctx.variant["train.p_uncond"])
     shards = inputs["shard"]
     dataset = ShardedDataset(shards.uri)
+    ctx.tracker.log_dataset(shards)  # the shards as the MLflow dataset input of this run
     unet = unet_kwargs(cfg.model, dataset.resolution, dataset.num_classes)
     diffusion = diffusion_dict(cfg.diffusion)
     task = DiffusionTask(unet, diffusion, p_uncond, importance_sampling=cfg.diffusion.importance_sampling)

@@ -30,6 +30,7 @@ def run(ctx, cfg, inputs):
     ev = cfg.evalnet
     shards = inputs["shard"]
     dataset = ShardedDataset(shards.uri)
+    ctx.tracker.log_dataset(shards)  # the shards as the MLflow dataset input of this run
     arch = evalnet_arch(ev, in_channels=3, num_classes=dataset.num_classes)
     spec = train_spec(ev)
     ctx.log(f"training EvalNet {arch} on {dataset.num_images('train')} images")

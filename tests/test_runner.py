@@ -2,6 +2,7 @@
 resume after SIGKILL, and SIGTERM marking MLflow runs FAILED. Real Ray, real sqlite MLflow."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -203,3 +204,52 @@ def test_a_store_on_a_file_uri_runs_and_caches(fake, workdir):
     assert f"-> {uri}/report/" in out
     code, plan, _ = fake("--set", f"store.root={uri}")
     assert ran(plan) == set()
+
+
+def _parent_runs(workdir) -> list:
+    """The pipeline runs, oldest first."""
+    return sorted((r for r in _runs(workdir) if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+
+
+def test_parent_runs_are_named_described_and_carry_the_headline(fake, workdir):
+    code, _, out = fake()
+    assert code == 0
+    [first] = _parent_runs(workdir)
+    short = first.data.tags["pipeline.config_hash"][:8]
+    assert first.info.run_name == f"default · 5 stages · {short}"
+    width = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())["evalnet"]["width"]
+    assert first.data.metrics == {"report.rows": 2.0, "report.width": float(width)}
+    report_run = next(r for r in _runs(workdir) if r.info.run_name == "report")
+    note = first.data.tags["mlflow.note.content"]
+    link = (f"#/experiments/{report_run.info.experiment_id}/runs/{report_run.info.run_id}/artifacts/report-0.json"
+            "?workflowType=machine_learning")
+    assert f"[report: report-0.json]({link})" in note
+    assert "| source | ran " in note and "5 of 5 stages to run" in note
+    page = next((workdir / "runs/report").glob("*/report-0.json"))
+    assert f"report: {page.as_uri()}" in out  # the main page of a stage, printed at the end
+    assert f"runs/{first.info.run_id}?workflowType=machine_learning" in out
+
+    code, _, out = fake()
+    second = _parent_runs(workdir)[-1]
+    assert second.info.run_name == f"default · cached · {short}"
+    assert second.data.metrics == first.data.metrics  # the headline of cached outputs too
+    assert "| source | cached |" in second.data.tags["mlflow.note.content"]
+    assert f"({link})" in second.data.tags["mlflow.note.content"]  # the run that made the page
+
+    # one training left a partial output behind: the next run resumes it, and says so
+    args = ("--set", "train.lr=0.001")
+    from pipeline.config import load_config
+    from pipeline.graph import build_instances, load_stages
+    from tests.conftest import isolated_overrides
+
+    sets = [s for s in isolated_overrides(workdir) if s != "--set"] + ["train.lr=0.001"]
+    config = load_config(REPO / "configs" / "default.yaml", sets)
+    inst = next(i for i in build_instances(load_stages(MODULES), config) if i.label == "train[p_uncond=0.1]")
+    partial = workdir / "runs" / "train" / f"{inst.key}.partial"
+    partial.mkdir(parents=True)
+    (partial / "train-0.json").write_text(json.dumps({"total": 0, "p_uncond": 0.1, "lr": 0.001}))
+    code, plan, _ = fake(*args)
+    assert code == 0 and ran(plan) == {"train[p_uncond=0.1]", "train[p_uncond=0.2]", "report"}
+    third = _parent_runs(workdir)[-1]
+    assert third.info.run_name == f"default · 3 of 5 stages · resumed · {config.hash()[:8]}"
+    assert "resumed train[p_uncond=0.1]" in third.data.tags["mlflow.note.content"]

@@ -2,6 +2,7 @@
 stale RUNNING runs cleaned up, reproducibility tags."""
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import subprocess
@@ -104,3 +105,54 @@ def test_pipeline_run_records_what_reproduces_it(tmp_path):
 def test_safe_key():
     assert safe_key("train_diffusion[p_uncond=0.1]") == "train_diffusion:p_uncond:0.1"
     assert safe_key("a.b-c/d e") == "a.b-c/d e"
+
+
+def test_the_experiment_is_a_model_training_experiment(tmp_path):
+    """MLflow 3.x names an experiment's kind in a tag; without it the UI takes it for a GenAI one."""
+    from pipeline.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING
+
+    tracker = _tracker(tmp_path)
+    assert tracker.client.get_experiment(tracker.experiment_id).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    for name, kind in (("older", None), ("genai", "genai_development")):
+        exp = tracker.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: kind} if kind else None)
+        Tracker(TrackingConfig(uri=uri, artifact_location=str(tmp_path / "art"), experiment=name))
+        # an experiment made before this existed is marked; one that names its kind keeps it
+        assert tracker.client.get_experiment(exp).tags[EXPERIMENT_KIND_TAG] == (kind or MODEL_TRAINING)
+
+
+def test_ui_links_open_the_model_training_view(tmp_path):
+    tracker = _tracker(tmp_path)
+    exp = tracker.experiment_id
+    assert tracker.ui_url("http://127.0.0.1:5000/") == \
+        f"http://127.0.0.1:5000/#/experiments/{exp}/runs?workflowType=machine_learning"
+    assert tracker.ui_url("http://h:1", "abc") == f"http://h:1/#/experiments/{exp}/runs/abc?workflowType=machine_learning"
+    assert tracker.ui_path("abc", "plots/a.png") == \
+        f"#/experiments/{exp}/runs/abc/artifacts/plots/a.png?workflowType=machine_learning"
+
+
+def test_a_store_output_is_logged_as_a_dataset_input_with_its_content_digest(tmp_path):
+    from pipeline.store import Store
+    from pipeline.tracking import manifest_digest
+
+    store = Store(str(tmp_path / "runs"))
+
+    def publish(key: str, shard: bytes):
+        partial = store.begin("shard", key)
+        partial.write_bytes("train-000000.tar", shard)
+        partial.write_json("dataset.json", {"source": "digits", "resolution": 8, "num_classes": 10})
+        return store.publish("shard", key, {"label": "shard"})
+
+    first, same, other = publish("k1", b"a" * 10), publish("k2", b"a" * 10), publish("k3", b"b" * 10)
+    assert manifest_digest(first.manifest) == manifest_digest(same.manifest) != manifest_digest(other.manifest)
+
+    tracker = _tracker(tmp_path)
+    with tracker.run("train", {}) as run:
+        run.log_dataset(first)
+    [logged] = tracker.client.get_run(run.run_id).inputs.dataset_inputs
+    assert logged.dataset.name == "digits-8px"
+    assert logged.dataset.digest == manifest_digest(first.manifest)[:16]
+    assert json.loads(logged.dataset.source) == {"uri": first.uri} and logged.dataset.source_type == "local"
+    assert json.loads(logged.dataset.profile)["store_key"] == "k1"
+    assert {(t.key, t.value) for t in logged.tags} == {("mlflow.data.context", "training")}

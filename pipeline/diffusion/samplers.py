@@ -16,9 +16,9 @@
 - ``clip_x0``: clip the predicted x_0 to [-1, 1] (ADM does so for images).
 
 Nothing here switches on inference mode or no_grad: the caller picks it (classifier guidance
-needs autograd for its gradient, and takes care of it inside the wrapper). The fast path, as
-measured by ``pipeline/benches/sample.py``: run under ``torch.inference_mode()``, with the
-network and x_T in ``torch.channels_last`` memory format.
+needs autograd for its gradient, and takes care of it inside the wrapper). The fast path
+``generate`` runs (``pipeline/generation/inference.py``, measured by ``python -m pipeline.bench
+sample``): ``torch.inference_mode()``, the network channels-last, bf16 as a bf16 copy.
 """
 
 from __future__ import annotations

@@ -29,27 +29,26 @@ from pipeline.generation.models import Models
 from pipeline.generation.sampler_config import SamplerConfig
 from pipeline.nets.unet import pag_layers
 
-# The classifier's gradient (classifier guidance) stays in float32 whatever the precision.
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-
 
 def build_denoiser(config: SamplerConfig, models: Models):
     """The (guided) denoiser of ``config``: its guidance kind's wrapper (the registry,
-    pipeline.diffusion.guidance.GUIDANCE) around the main model, given what the kind needs."""
+    pipeline.diffusion.guidance.GUIDANCE) around the main model, given what the kind needs.
+    The denoising networks run channels-last at the configuration's precision
+    (pipeline.generation.inference); the classifier's gradient stays float32 NCHW."""
     kind, main = config.kind, models.main
-    autocast = AUTOCAST_DTYPES[config.precision]
 
-    def plain(model):
-        return NetworkDenoiser(FixedBatch(model.net, config.net_batch), learned_sigma=model.learned_sigma,
-                               autocast_dtype=autocast)
+    def plain(role):
+        model = getattr(models, role)
+        return NetworkDenoiser(FixedBatch(models.inference_net(role, config.precision), config.net_batch),
+                               learned_sigma=model.learned_sigma)
 
     for need, model in ((GUIDE, models.guide), (CLASSIFIER, models.classifier)):
         if need in kind.needs and model is None:
             raise ValueError(f"{kind.name} guidance needs the {need} model "
                              f"(load_models loads it for this configuration)")
     parts = GuidanceParts(
-        denoiser=plain(main), null_label=main.null_label if UNCONDITIONAL in kind.needs else None,
-        guide=plain(models.guide) if GUIDE in kind.needs else None,
+        denoiser=plain("main"), null_label=main.null_label if UNCONDITIONAL in kind.needs else None,
+        guide=plain("guide") if GUIDE in kind.needs else None,
         classifier=FixedBatch(models.classifier, config.net_batch) if CLASSIFIER in kind.needs else None,
         attention_layers=(pag_layers(main.net.attention_layers, config.pag_layers)
                           if ATTENTION in kind.needs and config.guided else None))

@@ -1,12 +1,13 @@
 """The trained networks a configuration samples with, loaded once (by a worker) from the store."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
 
 from pipeline.diffusion.guidance import CLASSIFIER, GUIDE
+from pipeline.generation.inference import InferenceCache, InferenceNet
 from pipeline.generation.sampler_config import SamplerConfig
 from pipeline.nets.classifier import NoisyClassifier
 from pipeline.weights import DiffusionModel, load_classifier, load_diffusion, load_guide
@@ -17,6 +18,22 @@ class Models:
     main: DiffusionModel
     guide: Optional[DiffusionModel] = None          # autoguidance's weaker model
     classifier: Optional[NoisyClassifier] = None    # noisy classifier for classifier guidance
+    _inference: InferenceCache = field(default_factory=InferenceCache, repr=False, compare=False)
+
+    def inference_net(self, role: str, precision: str) -> InferenceNet:
+        """The ``role`` ("main" or "guide") network prepared for sampling at ``precision``
+        (channels-last, bf16 copy; pipeline.generation.inference), made on first use."""
+        model = {"main": self.main, "guide": self.guide}[role]
+        if model is None:
+            raise ValueError(f"these models have no {role} network")
+        return self._inference.get(role, model.net, precision)
+
+    def compile_networks(self, precision: str, **compile_options) -> None:
+        """Make generate run this precision's denoising networks (main, and guide when loaded)
+        under ``torch.compile`` (pipeline.generation.inference: an option, not the default)."""
+        for role, model in (("main", self.main), ("guide", self.guide)):
+            if model is not None:
+                self._inference.compile(role, model.net, precision, **compile_options)
 
     @property
     def device(self) -> torch.device:

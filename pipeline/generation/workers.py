@@ -6,6 +6,10 @@ images and extracts the features of chunks or shards, keeping what it loaded.
 runs). It keeps the networks it loaded in a bounded LRU cache keyed by (what, store location,
 device) - a train_diffusion output's URI names its store key - so a pool switching between
 configurations (a sweep's trials) does not read the store again; the feature extractors likewise.
+Chunks are sampled on generate's fast path (pipeline.generation.inference): each chunk's Models
+prepares its networks on first use (the cached fp32 network turned channels-last in place, which
+keeps its values; a fresh bf16 copy for precision bf16), a cost of about one forward pass against
+the thousands of a chunk, and nothing a configuration prepared outlives its chunk.
 
 - `SampleTask`: images start .. stop - 1 of one configuration -> a chunk file written atomically
   into the task's directory (pipeline.generation.chunks), and, when the task names a directory for

@@ -14,6 +14,7 @@ from pipeline.leaderboard.columns import lower_is_better, metric_columns
 KIND_COLORS = {"none": "#444444", "cfg": "#1f77b4", "classifier": "#d62728", "autoguidance": "#2ca02c",
                "pag": "#9467bd"}
 OTHER_COLOR = "#888888"  # a kind without a colour of its own
+PANELS_PER_ROW = 2  # four kinds in one row were unreadable at a page's width
 
 
 def _pyplot():
@@ -64,8 +65,12 @@ def tradeoff_plot(df: pd.DataFrame, metric: str, title: str = "") -> Optional[by
                    key=lambda k: (registered.index(k) if k in registered else len(registered), k)) or ["none"]
     df = df.assign(variant=[_variant(row) for _, row in df.iterrows()])
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
+    cols = min(len(kinds), PANELS_PER_ROW)
+    rows = -(-len(kinds) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(kinds):]:
+        ax.set_visible(False)
+    for ax, kind in zip(axes.flat, kinds):
         symbol = _symbol(kind)
         guided, unguided = df[df["guidance"] == kind], df[df["guidance"] == "none"]
         for variant in dict.fromkeys(guided["variant"]):
@@ -80,7 +85,8 @@ def tradeoff_plot(df: pd.DataFrame, metric: str, title: str = "") -> Optional[by
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -120,12 +126,15 @@ def frontier_plot(df: pd.DataFrame, x: str, y: str, title: str = "") -> Optional
     if part.empty:
         return None
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(5, 4))
     for kind, pts in part.groupby("guidance"):
         ax.scatter(pts[x], pts[y], color=KIND_COLORS.get(kind, OTHER_COLOR), label=kind, s=24, alpha=0.85)
     xs, ys = part[x].to_numpy(float), part[y].to_numpy(float)
     front = pareto_front(xs, ys, not lower_is_better(x), not lower_is_better(y))
     ax.plot(xs[front], ys[front], "k:", lw=1, label="frontier")
+    ax.xaxis.set_major_locator(MaxNLocator(6))  # values close together otherwise print overlapping labels
     ax.set_xlabel(x + (" (lower is better)" if lower_is_better(x) else ""))
     ax.set_ylabel(y + (" (lower is better)" if lower_is_better(y) else ""))
     ax.grid(alpha=0.3)

@@ -83,43 +83,68 @@ def write_parquet(ranked: pd.DataFrame, path: str | Path) -> None:
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em;color:#222}
-h1{font-size:1.5em} h2{font-size:1.15em;margin-top:2em}
+h1{font-size:1.5em} h2{font-size:1.15em;margin-top:2em} h3{font-size:1em;margin-top:1.5em}
+.wide{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
-th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;white-space:nowrap}
 th{background:#f2f2f2} tr:nth-child(even) td{background:#fafafa}
 td.text{text-align:left} .reported td{color:#555;font-style:italic}
-figure{display:inline-block;margin:.5em;vertical-align:top} figcaption{font-size:.8em;text-align:center}
-img{max-width:640px;image-rendering:pixelated}
+figure{display:inline-block;margin:.5em;vertical-align:top;max-width:100%}
+figcaption{font-size:.8em;text-align:center}
+figure img{max-width:100%;height:auto} img.grid{image-rendering:pixelated}
 """
+GRID_WIDTH_PX = 320  # sample grids are drawn at an integer zoom up to about this width
 
 
 def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk."""
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def _figures(images: dict[str, bytes], grid: bool = False) -> list[str]:
+    out = []
+    for name, png in images.items():
+        width, height = _png_size(png)
+        zoom = max(1, min(8, GRID_WIDTH_PX // max(width, 1))) if grid else 1
+        cls = " class='grid'" if grid else ""
+        out.append(f"<figure><img src='{_data_uri(png)}' alt='{html.escape(name)}' width='{width * zoom}' "
+                   f"height='{height * zoom}'{cls}><figcaption>{html.escape(name)}</figcaption></figure>")
+    return out
+
+
 def to_html(ranked: pd.DataFrame, plots: Optional[dict[str, bytes]] = None,
-            grids: Optional[dict[str, bytes]] = None, title: str = "Leaderboard") -> str:
-    """A self-contained page: inline CSS, the tables, plots and sample grids as data URIs."""
+            grids: Optional[dict[str, bytes]] = None, title: str = "Leaderboard",
+            plot_sections: Optional[list[tuple[str, dict[str, bytes]]]] = None) -> str:
+    """A self-contained page: inline CSS, the tables, plots and sample grids as data URIs.
+
+    `plot_sections` are (heading, plots) in reading order, e.g. one per table; `plots` without a
+    heading come first. Wide tables scroll sideways in their own box; figures shrink to the page."""
     esc = html.escape
-    out = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>", f"<title>{esc(title)}</title>",
+    out = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
+           "<meta name='viewport' content='width=device-width, initial-scale=1'>", f"<title>{esc(title)}</title>",
            f"<style>{_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>"]
     if ranked.empty:
         out.append("<p>No evaluated configurations.</p>")
     for key, g in groups(ranked):
         cols = display_columns(g)
         cls = " class='reported'" if (g["source"] == "reported").all() else ""
-        out += [f"<h2>{esc(_heading(key, g))}</h2>", f"<table{cls}><thead><tr>"]
+        out += [f"<h2>{esc(_heading(key, g))}</h2>", f"<div class='wide'><table{cls}><thead><tr>"]
         out += [f"<th>{esc(HEADERS.get(c, c))}</th>" for c in cols] + ["</tr></thead><tbody>"]
         for _, row in g.iterrows():
             cells = [f"<td{' class=text' if c in ('guidance', 'sampler') else ''}>{esc(_fmt(row.get(c), c))}</td>"
                      for c in cols]
             out.append("<tr>" + "".join(cells) + "</tr>")
-        out.append("</tbody></table>")
-    for heading, images in (("Plots", plots or {}), ("Sample grids (one row per class)", grids or {})):
-        if images:
-            out.append(f"<h2>{heading}</h2>")
-            for name, png in images.items():
-                out.append(f"<figure><img src='{_data_uri(png)}' alt='{esc(name)}'>"
-                           f"<figcaption>{esc(name)}</figcaption></figure>")
+        out.append("</tbody></table></div>")
+    sections = ([("", plots)] if plots else []) + [(h, p) for h, p in plot_sections or [] if p]
+    if sections:
+        out.append("<h2>Plots</h2>")
+        for heading, images in sections:
+            out += ([f"<h3>{esc(heading)}</h3>"] if heading else []) + _figures(images)
+    if grids:
+        out += ["<h2>Sample grids (one row per class)</h2>"] + _figures(grids, grid=True)
     out.append("</body></html>")
     return "\n".join(out)

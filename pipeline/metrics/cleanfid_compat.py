@@ -5,6 +5,8 @@ the streaming path and for users who want clean-fid's numbers verbatim.
     cleanfid_fid_folders      cleanfid.fid.compute_fid(fdir1, fdir2, custom_feat_extractor=...)
     cleanfid_fid_generator    cleanfid.fid.compute_fid(gen=..., fdir2=...): generated batches
                               fed through clean-fid's generator route (no PNGs for them)
+    cleanfid_generator_features  cleanfid.fid.get_model_features: that in-memory route's
+                              features alone (to compare against precomputed statistics)
     cleanfid_kid_folders      clean-fid's features + cleanfid.fid.kernel_distance
     cleanfid_adapter          run a TorchModuleExtractor (the evaluation classifier) inside
                               clean-fid at native size, for same-extractor comparisons
@@ -26,7 +28,7 @@ from .extractors import TorchModuleExtractor, split_output
 from .inception import load_cleanfid_inception
 from .sources import as_batches
 
-__all__ = ["cleanfid_folder_features", "cleanfid_fid_folders", "cleanfid_fid_generator",
+__all__ = ["cleanfid_folder_features", "cleanfid_fid_folders", "cleanfid_fid_generator", "cleanfid_generator_features",
            "cleanfid_kid_folders", "features_only", "no_resize", "cleanfid_adapter"]
 
 
@@ -126,6 +128,19 @@ def cleanfid_fid_generator(batches: Iterable, reference_folder: str | os.PathLik
                                  custom_feat_extractor=model, device=torch.device(device),
                                  batch_size=batch_size, num_workers=num_workers, z_dim=1,
                                  verbose=False, custom_fn_resize=custom_fn_resize))
+
+
+def cleanfid_generator_features(batches: Iterable, num_gen: int, feat_model: Callable | None = None, *,
+                                inception_weights: str | None = None, device: str | torch.device = "cpu",
+                                batch_size: int = 32, custom_fn_resize: Callable | None = None) -> np.ndarray:
+    """clean-fid's features [num_gen, D] of the first ``num_gen`` images of a batch stream, through
+    its in-memory generator route (cleanfid.fid.get_model_features, mode "clean")."""
+    from cleanfid import fid
+
+    model = _model(feat_model, inception_weights, device)
+    return fid.get_model_features(_BatchGenerator(batches, batch_size), model, mode="clean", z_dim=1, num_gen=num_gen,
+                                  batch_size=batch_size, device=torch.device(device), verbose=False,
+                                  custom_fn_resize=custom_fn_resize)
 
 
 def cleanfid_kid_folders(folder_a: str | os.PathLike, folder_b: str | os.PathLike,

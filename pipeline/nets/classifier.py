@@ -42,7 +42,8 @@ class NoisyClassifier(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        emb = self.time_embed(timestep_embedding(t, self.base_channels)).to(x.dtype)
+        sinusoids = timestep_embedding(t, self.base_channels).to(self.time_embed[0].weight.dtype)
+        emb = self.time_embed(sinusoids).to(x.dtype)
         h = x
         for block in self.input_blocks:
             h = block(h, emb)

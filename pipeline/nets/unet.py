@@ -230,7 +230,7 @@ class UNet(nn.Module):
         return self.num_classes
 
     def embed(self, t: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
-        emb = self.time_embed(timestep_embedding(t, self.base_channels))
+        emb = self.time_embed(timestep_embedding(t, self.base_channels).to(self.time_embed[0].weight.dtype))
         if self.label_embed is not None:
             if labels is None:
                 labels = torch.full_like(t, self.num_classes, dtype=torch.long)

@@ -54,12 +54,12 @@ PAG = SamplerConfig(guidance="pag", strength=2.0, sampler="ddim", steps=3, seed=
 AUTO = SamplerConfig(guidance="autoguidance", strength=1.0, sampler="ddim", steps=3, seed=7)
 
 
-def _pool(count, joined=False, gpus=0.0, wait=120.0, said=None, **worker):
+def _pool(count, joined=False, gpus=0.0, wait=120.0, said=None, cpus=1.0, **worker):
     from pipeline.generation.pool import Pool
     from pipeline.generation.workers import WorkerSpec
     from pipeline.resources import Placement, Units
 
-    units = Units("sampler actor", count, cpus=1.0, gpus=gpus, knob="sample.num_actors")
+    units = Units("sampler actor", count, cpus=cpus, gpus=gpus, knob="sample.num_actors")
     said = said if said is not None else []
     placement = Placement(stage="sample", joined=joined, wait_timeout_s=wait, log=said.append)
     return Pool.start(units, WorkerSpec(stage="sample", **worker), placement, "sample.cpus_per_actor, sample.use_gpu")
@@ -73,17 +73,41 @@ def _images(out, plans):
     return np.concatenate([c[0] for c in iter_chunks(out, plans)])
 
 
+def test_chunk_files_are_byte_identical_for_any_pool_size_and_precision(ray_local, tiny_models, tmp_path):
+    """The chunks (generate's fast path inside the actors: channels-last, bf16 as a bf16 copy) are
+    the same bytes made in this process or by a pool of 1, 2 or 4 actors, whichever takes which chunk."""
+    from dataclasses import replace
+
+    from pipeline.generation.pool import sample_chunks
+    from pipeline.generation.workers import InProcess, WorkerSpec
+
+    plans = plan_chunks(NUM_IMAGES, 2)
+    for config in (TRIAL, replace(TRIAL, precision="bf16")):
+        here = directory(tmp_path / f"{config.id}-here")
+        sample_chunks(InProcess(WorkerSpec(stage="sample")), config, plans, tiny_models["diffusion"], here, batch_size=2)
+        expected = {name: here.read_bytes(name) for name in here.listdir()}
+        assert len(expected) == len(plans)
+        for size in (1, 2, 4):
+            out = directory(tmp_path / f"{config.id}-{size}")
+            with _pool(size, cpus=0.5) as pool:
+                pool.wait_ready(size)
+                result = sample_chunks(pool, config, plans, tiny_models["diffusion"], out, batch_size=3)
+            assert {name: out.read_bytes(name) for name in out.listdir()} == expected, (config.name, size)
+            assert len({u["pid"] for u in result.units}) <= size
+
+
 def test_one_pool_serves_concurrent_configurations_and_keeps_its_networks(ray_local, tiny_models, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
 
     from pipeline.generation.pool import sample_chunks
 
     plans = plan_chunks(NUM_IMAGES, 3)
-    configs = (TRIAL, PAG, AUTO, TRIAL)
+    configs = (TRIAL, PAG, AUTO, TRIAL, replace(TRIAL, precision="bf16"))
     outs = [directory(tmp_path / f"{i}-{c.name}") for i, c in enumerate(configs)]
     with _pool(2) as pool:
         pool.wait_ready(2)
-        with ThreadPoolExecutor(3) as threads:  # three trials at once, then a fourth
+        with ThreadPoolExecutor(3) as threads:  # three trials at once, then two more
             jobs = [threads.submit(sample_chunks, pool, c, plans, tiny_models["diffusion"], out, batch_size=2)
                     for c, out in zip(configs, outs)]
             results = [job.result() for job in jobs]

@@ -24,6 +24,7 @@ def run(ctx, cfg, inputs):
     from pipeline.weights import GUIDE_DIR, save_diffusion
 
     p = ctx.variant["train.p_uncond"]
+    ctx.tracker.log_dataset(inputs["shard"])  # as the real stage does
     torch.manual_seed(int(p * 1000))
     for directory, width, role in ((ctx.out, cfg.model.base_channels, "main"),
                                    (ctx.out.subdir(GUIDE_DIR), cfg.train.guide.base_channels, "guide")):

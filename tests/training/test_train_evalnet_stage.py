@@ -46,6 +46,9 @@ def test_evalnet_reaches_95_percent_and_loads_without_ray(run_pipeline, workdir)
     [run] = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
              if r.data.tags.get("pipeline.stage") == "train_evalnet"]
     assert {"train_loss", "images_per_s", "lr", "val_accuracy"} <= set(run.data.metrics)
+    from tests.training.test_train_stages import assert_shards_are_the_dataset_input
+
+    assert_shards_are_the_dataset_input(run, workdir)
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == summary["nimg"] // 128
 
     assert run_pipeline("--stages", "train_evalnet") == 0  # cached: nothing re-runs

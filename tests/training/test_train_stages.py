@@ -24,6 +24,16 @@ def _outputs(workdir, stage):
     return sorted(stage_dir / d for d in os.listdir(stage_dir) if not d.startswith(("_", ".")) and "partial" not in d)
 
 
+def assert_shards_are_the_dataset_input(run, workdir) -> None:
+    """The training run names the shards it read as its MLflow dataset input, with their digest."""
+    from pipeline.tracking import manifest_digest
+
+    [shards] = _outputs(workdir, "shard")
+    [logged] = run.inputs.dataset_inputs
+    assert logged.dataset.name == "digits-8px" and json.loads(logged.dataset.source) == {"uri": str(shards)}
+    assert logged.dataset.digest == manifest_digest(json.loads((shards / "_MANIFEST.json").read_text()))[:16]
+
+
 def _stage_run(workdir, label):
     from mlflow.tracking import MlflowClient
 
@@ -66,6 +76,7 @@ def test_train_diffusion_writes_the_ema_model_guide_grids_and_logs(run_pipeline,
     metrics = set(run.data.metrics)
     assert {"train_loss", "loss_mean", "images_per_s", "lr", "grad_norm", "guide_train_loss"} <= metrics
     assert {f"loss_t_q{q}" for q in range(4)} <= metrics
+    assert_shards_are_the_dataset_input(run, workdir)
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 768 // 64
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "sample_grids")}
     assert artifacts == {"sample_grids/samples_000000384.png", "sample_grids/samples_000000768.png"}
@@ -102,3 +113,4 @@ def test_train_classifier_logs_accuracy_per_noise_bucket(run_pipeline, workdir):
 
     client, run = _stage_run(workdir, "train_classifier")
     assert {"train_loss", "val_top1_t_q3", "val_top5_t_q0", "loss_t_q0", "grad_norm"} <= set(run.data.metrics)
+    assert_shards_are_the_dataset_input(run, workdir)
