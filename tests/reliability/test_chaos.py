@@ -26,7 +26,7 @@ from tests.reliability.conftest import descendants, mlflow_runs
 pytestmark = pytest.mark.slow
 
 TASKS = {"shard task": "_write_shard_task"}  # kind -> name of a running task (State API)
-ACTORS = {"training worker": "RayTrainWorker", "sampler actor": "SamplerWorker",  # kind -> actor class
+ACTORS = {"training worker": "RayTrainWorker", "sampler actor": "ChunkWorker",  # kind -> actor class
           "sweep trial": "ImplicitFunc"}
 INTERVAL = 2.0
 QUALITY = ["fd_evalnet", "kid_evalnet_mean", "kid_evalnet_std", "is_evalnet", "is_evalnet_std", "precision_evalnet",
