@@ -26,7 +26,7 @@ CASES = [
     # GPUs a private local instance cannot have (pipeline.resources)
     (["train.use_gpu=true", "cluster.num_gpus=0"], "train_diffusion: 1 x training worker (1 CPU, 1 GPU each) (use_gpu) need 1 GPU but "
                              "this machine's private Ray instance has 0"),
-    (["sweep.use_gpu=true", "cluster.num_gpus=0"], "sweep: 1 x sampler actor (1 CPU, 1 GPU each) (sweep.use_gpu, "
+    (["sweep.use_gpu=true", "cluster.num_gpus=0"], "sweep: 2 x sampler actor (1 CPU, 1 GPU each) (sweep.use_gpu, "
                                                   "eval.use_gpu) need 1 GPU but"),
 ]
 
