@@ -27,16 +27,17 @@ pytestmark = pytest.mark.slow
 
 TASKS = {"shard task": "_write_shard_task"}  # kind -> name of a running task (State API)
 ACTORS = {"training worker": "RayTrainWorker", "sampler actor": "ChunkWorker",  # kind -> actor class
-          "sweep trial": "ImplicitFunc"}
-INTERVAL = 2.0
+          "sweep trial": "ImplicitFunc"}  # (Tune's is wrap_function.<locals>.ImplicitFunc)
+POLL = 0.5  # seconds between looks at what runs
+BUSY = 1.0  # an actor alive this long is at work, no longer starting
 QUALITY = ["fd_evalnet", "kid_evalnet_mean", "kid_evalnet_std", "is_evalnet", "is_evalnet_std", "precision_evalnet",
            "recall_evalnet", "class_accuracy", "num_images", "protocol", "config_id", "fidelity"]
 
 
 class WorkerKiller(threading.Thread):
     """Kills units of work of the run whose driver prints its dashboard address: a running shard
-    task, or an actor (training worker, sampler, sweep trial) alive for at least one interval (so
-    busy, not starting), each kind once, chosen at random among those present."""
+    task, or an actor (training worker, sampler, sweep trial) alive for at least BUSY seconds (so
+    at work, not starting), each kind once, chosen at random among those present."""
 
     def __init__(self, driver):
         super().__init__(daemon=True)
@@ -73,13 +74,13 @@ class WorkerKiller(threading.Thread):
                 found.append((kind, task.worker_pid, task.task_id))
         for actor in actors:
             self.seen.add(actor.class_name)
-            kind = next((k for k, name in ACTORS.items() if actor.class_name == name), None)
-            if kind and actor.pid and now - self.first_seen.setdefault(actor.actor_id, now) >= INTERVAL:
+            kind = next((k for k, name in ACTORS.items() if actor.class_name.rsplit(".", 1)[-1] == name), None)
+            if kind and actor.pid and now - self.first_seen.setdefault(actor.actor_id, now) >= BUSY:
                 found.append((kind, actor.pid, actor.actor_id))
         return found
 
     def run(self) -> None:
-        while not self.stopped.wait(INTERVAL):
+        while not self.stopped.wait(POLL):
             units = [u for u in self.units() if u[0] not in self.killed]
             # only workers of this run's own instance (all below its driver), never the driver itself
             ours = descendants(self.driver.proc.pid) - {self.driver.proc.pid} if units else set()
@@ -114,9 +115,22 @@ def trials(root: Path) -> pd.DataFrame:
     return pd.read_parquet(path)[QUALITY].sort_values(["fidelity", "config_id"]).reset_index(drop=True)
 
 
-def test_killing_workers_changes_nothing_in_the_results(tmp_path, drivers, monkeypatch):
+@pytest.fixture
+def state_api_with_token():
+    """This process's State API client sends the local token (~/.ray/auth_token), which the runs'
+    instances ask for. Ray reads RAY_AUTH_MODE once per process and caches it (an earlier test may
+    have read it unset), so its config is read again after the change, and again once undone."""
+    from ray._raylet import Config
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "token")
+        Config.initialize("")
+        yield
+    Config.initialize("")
+
+
+def test_killing_workers_changes_nothing_in_the_results(tmp_path, drivers, state_api_with_token):
     """Both runs on a private local instance of their own, its dashboard on (for the State API)."""
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the State API client sends the local token (~/.ray)
     args = ("--set", "cluster.include_dashboard=true", "--set", "evalnet.kimg=1.2", "--set", "sample.num_images=60",
             "--set", "sample.chunk_size=10", "--set", "sample.batch_size=10")
     calm_root, chaos_root = tmp_path / "calm", tmp_path / "chaos"
