@@ -79,7 +79,8 @@ def test_sample_and_evaluate_through_the_runner_then_resume(run_pipeline, workdi
     for units, images in ((evaluated["units"], 40), (index["units"], 300)):
         assert units and all(u["node_id"] and u["device"] == "cpu" for u in units)
         assert sum(u["num_images"] for u in units) == images
-    for stage, count in (("sample", 3), ("evaluate", len(evaluated["units"])), ("reference_stats", len(index["units"]))):
+    counts = {"sample": 3, "evaluate": len(evaluated["units"]), "reference_stats": len(index["units"])}
+    for stage, count in counts.items():
         tags = runs[stage].data.tags
         assert sum(json.loads(tags["units.nodes"]).values()) == count, stage
         assert sum(json.loads(tags["units.node_types"]).values()) == count, stage
