@@ -1,4 +1,4 @@
-"""`python -m pipeline.bench NAME [--json] [--quick]`: hot paths timed against naive baselines.
+"""`python -m pipeline.bench NAME [--json] [--quick] [--out FILE]`: hot paths timed against naive baselines.
 
 Each benchmark is a module `pipeline/benches/<NAME>.py` with `run(quick: bool) -> dict`, which
 times the pipeline's code path and the tool a user would pick instead in the same process and
@@ -14,6 +14,7 @@ import math
 import pkgutil
 import sys
 import time
+from pathlib import Path
 
 import pipeline.benches
 
@@ -52,6 +53,8 @@ def main(argv=None) -> int:
     parser.add_argument("name", nargs="?", help=f"one of: {', '.join(available()) or 'none yet'}")
     parser.add_argument("--json", action="store_true", help="print one JSON object (its `ratio` is the headline)")
     parser.add_argument("--quick", action="store_true", help="a few seconds, for smoke tests; figures are noisy")
+    parser.add_argument("--out", metavar="FILE", help="also write the figures to FILE as one JSON object (the "
+                                                      "`gpu` record is what cluster.capacity.bench reads)")
     args = parser.parse_args(argv)
     if not args.name:
         print("benchmarks: " + (", ".join(available()) or "none yet"))
@@ -61,6 +64,8 @@ def main(argv=None) -> int:
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=1) + "\n")
     if "skipped" in figures and not args.json:
         print(f"{args.name}: skipped: {figures['skipped']}")
     else:

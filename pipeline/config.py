@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal, Optional
 import yaml
 
 from pipeline import typed_yaml
+from pipeline.arguments import ArgumentError
 from pipeline.typed_yaml import Fail, hash_value, setting, with_defaults
 from pipeline.typed_yaml import ConfigError, flatten  # noqa: F401  (importers know them from here)
 
@@ -221,7 +222,8 @@ class SweepConfig:
     p_uncond: Optional[list[float]] = setting(None)  # subset of train.p_uncond; None: all
     screen_images: int = setting(500, ge=2)
     full_images: int = setting(2000, ge=2)
-    top_k: int = setting(2, ge=1)  # configurations per guidance kind re-evaluated at full N
+    # full N: per guidance kind the configurations not clearly worse than its best, at most top_k (None: all)
+    top_k: Optional[int] = setting(2, ge=1)
     # one pool of sampler actors serves every trial's (configuration, index range) chunks and their features
     num_actors: int = setting(2, ge=1)      # sampler actors (at most; joined to a cluster, the ones not placed yet wait)
     use_gpu: bool = False                   # each sampler actor asks Ray for one GPU and samples on CUDA
@@ -243,7 +245,24 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     root: str = "./runs"                    # local path or pyarrow.fs URI (file://, s3://...)
-    verify: Literal["size", "sha256"] = "size"  # how cached outputs are verified on read
+    # how cached outputs are verified before use: stat (sizes, and the sha256 of every file changed
+    # since its hash was last confirmed), size (sizes only) or sha256 (every file hashed)
+    verify: Literal["size", "stat", "sha256"] = "stat"
+
+
+@dataclass(frozen=True)
+class CapacityConfig:
+    """What `--dry-run`'s capacity plan (pipeline.capacity) assumes about the cluster; nothing else
+    reads it. Rates are effective: the FLOPs the plan counts (pipeline.nets.flops) per second achieved.
+    gpus / cpus null: a local instance's (cluster.num_gpus / num_cpus, else this machine's); joined to a
+    cluster, as many as each stage asks for."""
+
+    gpus: Optional[int] = setting(None, ge=0)
+    cpus: Optional[int] = setting(None, ge=1)
+    gpu_tflops_bf16: float = setting(495.0, gt=0)  # one GPU under bf16/fp16 autocast: 50% of an H100 SXM's dense 989
+    gpu_tflops_fp32: float = setting(130.0, gt=0)  # one GPU in fp32 (cuDNN convolutions in TF32): a guess
+    cpu_tflops: float = setting(0.03, gt=0)        # one CPU core, fp32
+    bench: Optional[str] = None  # a `python -m pipeline.bench gpu --out FILE` record: replaces gpu_tflops_*
 
 
 @dataclass(frozen=True)
@@ -256,6 +275,7 @@ class ClusterConfig:
     namespace: str = "pipeline"
     require_cuda: bool = True    # a unit given a GPU fails where torch sees no CUDA; false: warn, use CPU
     wait_timeout_s: float = setting(3600.0, gt=0)  # joined to a cluster: how long a stage waits for its units
+    capacity: CapacityConfig = setting(CapacityConfig())
 
 
 @dataclass(frozen=True)
@@ -328,6 +348,12 @@ def network_rules(c: Config, fail: Fail) -> None:
             arguments["num_heads"] = net.num_heads  # the classifier keeps NoisyClassifier's default
         with fail.naming(image_size="data.resolution", **{a: f"{name}.{a}" for a in UNET_ARGUMENTS}):
             validate_unet_config(c.data.resolution, **arguments)
+        if name == "model" and c.train.guide.kind == "smaller":  # autoguidance's guide: this UNet, narrower
+            try:
+                validate_unet_config(c.data.resolution, **{**arguments, "base_channels": c.train.guide.base_channels})
+            except ArgumentError as error:
+                fail("train.guide.base_channels", c.train.guide.base_channels,
+                     f"the guide (the model's UNet at this width) cannot be built: {error}")
 
 
 def diffusion_rules(c: Config, fail: Fail) -> None:
@@ -385,13 +411,21 @@ def eval_rules(c: Config, fail: Fail) -> None:
 
 
 def store_and_tracking_rules(c: Config, fail: Fail) -> None:
+    """The form of the store and tracking settings; whether they answer is asked before anything
+    starts (pipeline.run.preflight), not here."""
+    from pipeline.tracking import uri_form_problem
+
     if not c.store.root:
         fail("store.root", c.store.root, "must be a path or URI")
     if not c.tracking.uri:
         fail("tracking.uri", c.tracking.uri, "must be an MLflow tracking URI")
-    if c.tracking.uri.startswith("file:") or (("://" not in c.tracking.uri) and not c.tracking.uri.startswith("databricks")):
-        fail("tracking.uri", c.tracking.uri,
-             "MLflow 3 refuses the file store: use sqlite:///mlflow.db or an http(s):// tracking server")
+    problem = uri_form_problem(c.tracking.uri)
+    if problem:
+        fail("tracking.uri", c.tracking.uri, problem)
+    if not c.tracking.experiment.strip():
+        fail("tracking.experiment", c.tracking.experiment, "an experiment name is required")
+    if not c.tracking.artifact_location.strip():
+        fail("tracking.artifact_location", c.tracking.artifact_location, "a path or URI is required")
 
 
 RULES = (data_rules, network_rules, diffusion_rules, training_rules, sample_and_sweep_rules, eval_rules,

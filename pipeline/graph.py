@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from pipeline.config import SECTIONS, Config, flatten, hash_value
-from pipeline.store import Store
+from pipeline.store import NOT_PUBLISHED, Store
 
 if TYPE_CHECKING:
     from pipeline.resources import Units
@@ -44,6 +44,9 @@ class StageSpec:
     fan_out: tuple[str, ...] = ()  # dotted list-valued keys, one instance per combination
     # what each unit of its work asks Ray for (a tuple: several kinds of unit); None: the driver
     units: Optional[Callable[[Config], "Units | tuple[Units, ...]"]] = None
+    # Files a whole output must hold (paths, or globs such as "train-*.tar" that must match at
+    # least one file): a manifest without them is not a published output.
+    outputs: tuple[str, ...] = ()
 
     def __post_init__(self):
         for section in self.reads:
@@ -56,8 +59,15 @@ class StageSpec:
 
 @dataclass
 class Stage:
+    """A stage module: `STAGE` (its spec), `run(ctx, cfg, inputs)`, and optionally `work(cfg, nets)`
+    -> pipeline.capacity.Work, the work it implies (the capacity plan of `--dry-run`)."""
+
     spec: StageSpec
     run: Callable
+    # `check(cfg) -> list[str]`: what would make the stage fail that the config's rules cannot see
+    # (an input URI that does not answer), found before anything starts; optional, and quick.
+    check: Optional[Callable] = None
+    work: Optional[Callable] = None
 
     @property
     def name(self) -> str:
@@ -71,7 +81,8 @@ def load_stages(modules: tuple[str, ...] = STAGE_MODULES) -> dict[str, Stage]:
         spec: StageSpec = module.STAGE
         if spec.name in stages:
             raise ValueError(f"two stages are named {spec.name}")
-        stages[spec.name] = Stage(spec, module.run)
+        stages[spec.name] = Stage(spec, module.run, check=getattr(module, "check", None),
+                                  work=getattr(module, "work", None))
     for stage in stages.values():
         for dep in stage.spec.inputs:
             if dep not in stages:
@@ -113,6 +124,9 @@ class Instance:
     inputs: dict[str, list["Instance"]] = field(default_factory=dict)
     status: str = ""  # cached | run | skip
     reason: str = ""
+    forced: bool = False    # --force / --restart: rebuilt and republished even if cached
+    restart: bool = False   # --restart: its partial output is discarded first
+    damaged: bool = False   # a published output failed verification: moved aside, then rebuilt
 
     @property
     def name(self) -> str:
@@ -204,18 +218,46 @@ def format_units(plan: Plan, config: Config) -> str:
     return "\n".join(lines)
 
 
+def plan_capacity(plan: Plan, config: Config, nets=None):
+    """The capacity plan (pipeline.capacity.Plan) of the instances to run: the work each stage
+    declares (`work`) in images, network passes and FLOPs of the configured networks, and its
+    device-hours and wall-clock on the units it declares. Networks are built on the meta device
+    (`nets`: pipeline.capacity.Networks of this config, already counted)."""
+    from pipeline.capacity import Networks, Row, plan as capacity_plan
+
+    nets = nets or Networks(config)
+    rows = []
+    for inst in (i for i in plan.instances if i.status != "skip"):
+        runs, stage = inst.status == "run", inst.stage
+        rows.append(Row(inst.label, runs, stage.work(config, nets) if runs and stage.work else None,
+                        stage.spec.units(config) if stage.spec.units else None))
+    return capacity_plan(rows, config.cluster, nets) if rows else None
+
+
+def format_capacity(plan: Plan, config: Config) -> str:
+    capacity = plan_capacity(plan, config)
+    return "\n".join(capacity.lines) if capacity else ""
+
+
 def make_plan(
     instances: list[Instance],
     store: Store,
     selected: Optional[set[str]] = None,
     force: frozenset[str] = frozenset(),
     deep_verify: bool = False,
+    restart: frozenset[str] = frozenset(),
+    level: str = "size",
 ) -> Plan:
-    """Decide, without side effects, which instances run and why.
+    """Decide which instances run and why, changing nothing but the store's record of confirmed
+    hashes (none in a Store made with remember_hashes=False, as a dry run's).
 
     `selected` stage names run (when not cached) together with every upstream instance they
-    need that is not cached; other stages are skipped. `force` names stages re-run regardless.
+    need that is not cached; other stages are skipped. `force` names stages re-run and
+    republished regardless, resuming an interrupted partial output; `restart` ones (also forced)
+    discard it. A published output that fails verification (at `level`, see
+    pipeline.store_integrity; "sha256" with `deep_verify`) is moved aside and rebuilt.
     """
+    force = frozenset(force) | frozenset(restart)
     wanted: set[int] = set()
     if selected is None:
         wanted = {id(i) for i in instances}
@@ -237,10 +279,11 @@ def make_plan(
             inst.status, inst.reason = "skip", "not selected"
             continue
         selected_here = selected is None or inst.name in selected or inst.name in force
-        if inst.name in force:
-            inst.status, inst.reason = "run", "forced (--force)"
+        inst.forced, inst.restart = inst.name in force, inst.name in restart
+        if inst.forced:
+            inst.status, inst.reason = "run", _why_forced(inst, store)
             continue
-        problem = store.verify(inst.name, inst.key, deep=deep_verify)
+        problem = store.verify(inst.name, inst.key, deep=deep_verify, required=inst.stage.spec.outputs, level=level)
         if problem is None:
             inst.status, inst.reason = "cached", "cached"
             continue
@@ -251,11 +294,23 @@ def make_plan(
     return Plan(instances)
 
 
+def _resume_note(inst: Instance, store: Store) -> str:
+    if not store.has_partial(inst.name, inst.key):
+        return ""
+    return "; discarding its partial output (--restart)" if inst.restart else "; resuming its partial output"
+
+
+def _why_forced(inst: Instance, store: Store) -> str:
+    flag = "--restart" if inst.restart else "--force"
+    published = store.exists(inst.name, inst.key)
+    return f"forced ({flag}){'; republished' if published else ''}{_resume_note(inst, store)}"
+
+
 def _why_run(inst: Instance, store: Store, problem: str) -> str:
-    if problem != "not published (no manifest)":
-        if store.output_dir(inst.name, inst.key).exists(""):
-            return f"output failed verification ({problem})"
-    resume = "; resuming its partial output" if store.has_partial(inst.name, inst.key) else ""
+    if problem != NOT_PUBLISHED and store.output_dir(inst.name, inst.key).exists(""):
+        inst.damaged = True
+        return f"output failed verification ({problem}): moved aside and rebuilt{_resume_note(inst, store)}"
+    resume = _resume_note(inst, store)
     previous = store.latest_manifest(inst.name, inst.label)
     if previous is None:
         return "no output yet" + resume

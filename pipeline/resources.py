@@ -5,9 +5,12 @@
   declares its units (`StageSpec.units`, printed by `--dry-run`) and builds its Ray requests
   from the same object, so the plan shows what the run asks for.
 - `Placement` and `wait_until_placeable`: a private local Ray instance never grows, so a request
-  its totals cannot hold fails at once. Joined to a cluster (`cluster.address` or RAY_ADDRESS),
+  its totals cannot hold fails at once (GPUs it lacks even before Ray starts:
+  `gpus_a_local_instance_lacks`). Joined to a cluster (`cluster.address` or RAY_ADDRESS),
   the request becomes a pending placement group (the demand an autoscaler scales up for) and the
   stage waits for it, logging what it waits for at intervals, up to `cluster.wait_timeout_s`.
+- `this_node` (in the unit), `node_type_of`, `node_tags`: where a unit ran, the Ray node id and
+  the autoscaler's node type, which stage outputs and MLflow record.
 - `check_cuda` (driver) and `unit_device` (in the unit): a unit Ray gave a GPU computes on CUDA.
   Where torch sees no CUDA device, `cluster.require_cuda: true` (the default) fails naming the
   node and the stage; `false` logs a warning and computes on CPU (simulated clusters, tests).
@@ -48,6 +51,8 @@ class Units:
     gpus: float = 0.0              # per unit
     knob: str = ""                 # the config key that sets `count` (for error messages)
     per: str = ""                  # with count None: what one unit does ("shard to write")
+    gpu_knob: str = field(default="", compare=False)  # the config key that asks for the GPUs (messages only)
+    pool: bool = False             # a pool (pool_size): it starts with the units that fit, so one is enough
 
     def bundle(self) -> dict[str, float]:
         """One unit's Ray resource request."""
@@ -105,6 +110,36 @@ def refusal(units: Units, have: dict[str, float]) -> Optional[str]:
         return None
     remedy = f"lower {units.knob} or add nodes" if units.knob else "add nodes"
     return "; ".join(problems) + f": {remedy}"
+
+
+def gpus_a_local_instance_lacks(declared: "Units | tuple[Units, ...]", cluster_cfg) -> Optional[str]:
+    """Asked before Ray starts: why a private local instance could never give a stage's units
+    their GPUs (it has cluster.num_gpus, else the GPUs torch sees here, and never grows); None when
+    it can, or when joining a cluster, which may have (or autoscale to) GPUs this machine cannot see.
+    A pool needs GPUs for one of its units (it starts those that fit), other units for all."""
+    for units in declared if isinstance(declared, tuple) else (declared,):
+        problem = _local_gpu_problem(units, cluster_cfg)
+        if problem:
+            return problem
+    return None
+
+
+def _local_gpu_problem(units: Units, cluster_cfg) -> Optional[str]:
+    from pipeline.cluster import target_address
+
+    if not units.gpus or units.count == 0 or target_address(cluster_cfg):
+        return None
+    have = cluster_cfg.num_gpus
+    if have is None:
+        import torch
+
+        have = torch.cuda.device_count()
+    needed = units.gpus if units.pool else (units.count or 1) * units.gpus
+    if have >= needed:
+        return None
+    asked = f" ({units.gpu_knob})" if units.gpu_knob else ""
+    return (f"{units.describe()}{asked} need {_plural(needed, 'GPU')} but this machine's private Ray instance has "
+            f"{have} (set cluster.num_gpus, join a cluster with cluster.address, or ask for no GPU)")
 
 
 def refuse_if_never_placeable(units: Units, placement: Placement) -> None:
@@ -189,6 +224,44 @@ def wait_until_placeable(units: Units, placement: Placement) -> float:
                 return waited
     finally:
         remove_placement_group(group)
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a unit ran (provenance: stage outputs and MLflow record it)
+
+NODE_GROUP_LABEL = "ray.io/node-group"  # Ray labels a node with its autoscaler node type (RAY_NODE_TYPE_NAME)
+HEAD_RESOURCE = "node:__internal_head__"
+
+
+def node_type_of(node: dict[str, Any]) -> str:
+    """The node type of a `ray.nodes()` entry: the autoscaler's name for it, which Ray puts in the
+    node's labels where the autoscaler starts it (`ray up`, KubeRay, the fake multi-node provider);
+    "head" or "worker" on a node without it (a local instance, a hand-started node)."""
+    labels = node.get("Labels") or {}
+    if labels.get(NODE_GROUP_LABEL):
+        return labels[NODE_GROUP_LABEL]
+    return "head" if HEAD_RESOURCE in (node.get("Resources") or {}) else "worker"
+
+
+def this_node() -> dict[str, str]:
+    """Called inside a unit: the Ray node it runs on, {"node_id", "node_type"} (unit_location's, with
+    "head"/"worker" where no autoscaler named the node); empty strings outside Ray."""
+    where = unit_location()
+    if not where["node_id"] or where["node_type"]:
+        return {"node_id": where["node_id"], "node_type": where["node_type"]}
+    import ray
+
+    entry = next((n for n in ray.nodes() if n.get("NodeID") == where["node_id"]), {})
+    return {"node_id": where["node_id"], "node_type": node_type_of(entry)}
+
+
+def node_tags(units: list[dict[str, Any]], prefix: str = "") -> dict[str, str]:
+    """MLflow tags naming the distinct nodes and node types a stage's units (records with
+    node_id and node_type) ran on, comma-separated."""
+    def distinct(key: str) -> str:
+        return ",".join(sorted({str(u.get(key, "")) for u in units} - {""}))
+
+    return {f"{prefix}node_ids": distinct("node_id"), f"{prefix}node_types": distinct("node_type")}
 
 
 # ----------------------------------------------------------------------------------------------

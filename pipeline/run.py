@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from pipeline import failures, stopping
+from pipeline.capacity import CapacityError
 from pipeline.config import Config, ConfigError, DEFAULT_CONFIG, load_config
-from pipeline.graph import Instance, Plan, build_instances, format_units, load_stages, make_plan
+from pipeline.graph import Instance, Plan, build_instances, format_capacity, format_units, load_stages, make_plan
 from pipeline.store import Directory, Output, Store
 
 
@@ -36,8 +38,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--stages", default=None,
                         help="comma-separated stages to run (plus what they need that is not cached)")
     parser.add_argument("--force", action="append", default=[], metavar="STAGE",
-                        help="re-run this stage even if cached (repeatable or comma-separated)")
-    parser.add_argument("--verify", action="store_true", help="check sha256 of cached outputs, not just sizes")
+                        help="re-run and republish this stage even if cached, resuming an interrupted partial "
+                             "output if there is one (repeatable or comma-separated)")
+    parser.add_argument("--restart", action="append", default=[], metavar="STAGE",
+                        help="as --force, but discard the stage's partial output and start it from scratch")
+    parser.add_argument("--verify", action="store_true",
+                        help="check the sha256 of every cached file, trusting no size+mtime record")
     return parser.parse_args(argv)
 
 
@@ -102,18 +108,44 @@ def _inputs_of(inst: Instance, outputs: dict[str, Output]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Before anything starts
+
+
+def preflight(config: Config) -> list[str]:
+    """What the config points at outside this process, asked before Ray or MLflow start and
+    within seconds (the config's own rules ran when it was loaded): the tracking store answers,
+    the store root can hold a store."""
+    from pipeline import tracking
+    from pipeline.store import check_root
+
+    problems = []
+    problem = tracking.reachability_problem(config.tracking.uri)
+    if problem:
+        problems.append(f"tracking.uri = {config.tracking.uri!r}: {problem}")
+    problem = check_root(config.store.root)
+    if problem:
+        problems.append(f"store.root = {config.store.root!r}: {problem}")
+    return problems
+
+
+def stage_checks(plan: Plan, config: Config) -> list[str]:
+    """For each stage the plan will run, what would make it fail that can be found before Ray
+    starts: its own `check` (an input URI that does not answer) and GPUs its units ask for that a
+    private local instance cannot have (pipeline.resources)."""
+    from pipeline.resources import gpus_a_local_instance_lacks
+
+    problems = []
+    for stage in {i.name: i.stage for i in plan.to_run()}.values():
+        if stage.check is not None:
+            problems += stage.check(config)
+        problem = gpus_a_local_instance_lacks(stage.spec.units(config), config.cluster) if stage.spec.units else None
+        if problem:
+            problems.append(f"{stage.name}: {problem}")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------
 # Execution
-
-
-def _raise_terminated(signum, _frame):
-    from pipeline.tracking import Terminated
-
-    raise Terminated(signum)
-
-
-def _install_signal_handlers() -> dict:
-    """SIGTERM/SIGINT raise `Terminated`, so every open MLflow run is ended FAILED."""
-    return {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGINT)}
 
 
 def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
@@ -129,44 +161,41 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
     producer = tracking.git_state()
     active = [i for i in plan.instances if i.status != "skip"]
     report = RunReport(config_path, config, active, resumed={
-        i.label for i in plan.to_run() if not i.reason.startswith("forced") and store.has_partial(i.name, i.key)})
+        i.label for i in plan.to_run() if not i.restart and store.has_partial(i.name, i.key)})
     with tracker.pipeline_run(config, config_path, keys, git=producer, name=report.name()) as parent:
         parent.log_config(config)
         parent.log_text(plan.format(store.root_uri), "plan.txt")
         if plan.to_run():
             from pipeline import cluster
 
+            os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # SIGINT stays ours during a sweep
             cluster.connect(config.cluster)
-            _install_signal_handlers()  # ray.init installs its own SIGTERM handler; ours must win
+            stopping.reinstall()  # ray.init installs its own SIGTERM handler; ours must win
             print(cluster.describe(), flush=True)
         for n, inst in enumerate(active, 1):
             head = f"[{n}/{len(active)}] {inst.label}"
             if inst.status == "cached":
-                outputs[inst.label] = store.open(inst.name, inst.key)
+                outputs[inst.label] = store.open(inst.name, inst.key, required=inst.stage.spec.outputs)
                 print(f"{head}: cached ({inst.key})", flush=True)
                 continue
-            print(f"{head}: running ({inst.reason})", flush=True)
-            t0 = time.time()
-            try:
-                outputs[inst.label] = _run_instance(inst, _inputs_of(inst, outputs), config, store, tracker,
-                                                     parent.run_id, producer)
-            except BaseException as exc:
-                report.seconds[inst.label] = time.time() - t0
-                with contextlib.suppress(Exception):
-                    parent.set_description(report.description(outputs, tracker, failed=(inst.label, exc)))
-                if not isinstance(exc, Exception):
+            with store.lock(inst.name, inst.key, on_wait=lambda holder: print(
+                    f"{head}: waiting for {holder}, which is writing this output", flush=True)):
+                opened = _published_meanwhile(inst, store)
+                if opened is not None:
+                    outputs[inst.label], inst.status = opened, "cached"
+                    print(f"{head}: cached ({inst.key}, published by another run while this one waited)", flush=True)
+                    continue
+                t0 = time.time()
+                try:
+                    outputs[inst.label] = _run_guarded(head, inst, _inputs_of(inst, outputs), config, store, tracker,
+                                                       parent.run_id, producer)
+                except BaseException as exc:
+                    report.seconds[inst.label] = time.time() - t0
+                    with contextlib.suppress(Exception):
+                        parent.set_description(report.description(
+                            outputs, tracker, failed=(inst.label, getattr(exc, "error", exc))))
                     raise
-                print(f"{head}: FAILED after {time.time() - t0:.1f}s: {type(exc).__name__}: {exc}", flush=True)
-                partial = store.partial_dir(inst.name, inst.key)
-                if partial.files():
-                    print(f"    partial output kept for resume: {partial.uri}", flush=True)
-                elif store.has_partial(inst.name, inst.key):
-                    store.fs.delete_dir(partial.path)  # nothing was written: leave no trace
-                if not isinstance(exc, NotImplementedError):
-                    traceback.print_exc()
-                raise
-            report.seconds[inst.label] = time.time() - t0
-            print(f"{head}: done in {report.seconds[inst.label]:.1f}s -> {outputs[inst.label].uri}", flush=True)
+                report.seconds[inst.label] = time.time() - t0
         parent.log_metrics(report.headline(outputs))
         parent.set_description(report.description(outputs, tracker))
         run_id = parent.run_id
@@ -174,22 +203,65 @@ def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
     return 0
 
 
+def _published_meanwhile(inst: Instance, store: Store) -> Optional[Output]:
+    """The output, if another run published it while this one waited for the lock (a forced
+    instance is rebuilt all the same)."""
+    if inst.forced or inst.damaged or inst.status != "run":
+        return None
+    if store.verify(inst.name, inst.key, required=inst.stage.spec.outputs, level="stat") is not None:
+        return None
+    return store.open(inst.name, inst.key, required=inst.stage.spec.outputs)
+
+
+class StageFailed(RuntimeError):
+    """A stage raised; the console has had its one-line summary, the log its traceback."""
+
+    def __init__(self, label: str, error: BaseException, log: str):
+        self.label, self.error, self.log = label, error, log
+        super().__init__(f"{label}: {failures.one_line(error)}")
+
+
+def _run_guarded(head: str, inst: Instance, inputs: dict[str, Any], config: Config, store: Store, tracker,
+                 parent_id: str, producer: dict[str, str]) -> Output:
+    print(f"{head}: running ({inst.reason})", flush=True)
+    t0 = time.time()
+    try:
+        output = _run_instance(inst, inputs, config, store, tracker, parent_id, producer)
+    except BaseException as exc:
+        stopped = stopping.received() is not None or isinstance(exc, KeyboardInterrupt)
+        what = "stopped" if stopped else f"FAILED: {failures.one_line(exc)}"
+        print(f"{head}: {what} after {time.time() - t0:.1f}s", flush=True)
+        partial = store.partial_dir(inst.name, inst.key)
+        if partial.files():
+            print(f"    partial output kept for resume: {partial.uri}", flush=True)
+        elif store.has_partial(inst.name, inst.key):
+            store.fs.delete_dir(partial.path)  # nothing was written: leave no trace
+        if stopped or not isinstance(exc, Exception):
+            raise
+        raise StageFailed(inst.label, exc, failures.write_log(exc, f"stage {inst.label}")) from exc
+    print(f"{head}: done in {time.time() - t0:.1f}s -> {output.uri}", flush=True)
+    return output
+
+
 def _run_instance(inst: Instance, inputs: dict[str, Any], config: Config, store: Store, tracker, parent_id: str,
                   producer: dict[str, str]) -> Output:
-    forced = inst.reason.startswith("forced")
     tags = {"pipeline.stage": inst.name, "pipeline.stage_version": inst.stage.spec.version,
             "store.key": inst.key, **{f"variant.{k}": v for k, v in inst.variant.items()}}
     with tracker.run(inst.label, tags, parent=parent_id) as stage_log:
         stage_log.set_tags({f"store.input.{label}": out.key for dep in inputs.values()
                             for label, out in (dep.items() if isinstance(dep, dict) else [(dep.stage, dep)])})
-        partial = store.begin(inst.name, inst.key, fresh=forced)
+        moved = store.quarantine(inst.name, inst.key) if inst.damaged else None
+        if moved is not None:
+            print(f"    the damaged output was moved aside (kept for inspection): {moved.uri}", flush=True)
+            stage_log.set_tags({"store.damaged_moved_to": moved.uri})
+        partial = store.begin(inst.name, inst.key, fresh=inst.restart)
         ctx = StageContext(inst.label, inst.key, inst.variant, partial, stage_log, store)
         summary = inst.stage.run(ctx, config, inputs) or {}
         output = store.publish(inst.name, inst.key, {
             "label": inst.label, "version": inst.stage.spec.version, "variant": inst.variant,
             "material": inst.material, "summary": summary,
             "producer": {"mlflow_run_id": stage_log.run_id, **producer},
-        }, replace=forced)
+        }, replace=inst.forced, required=inst.stage.spec.outputs)
         stage_log.set_tags({"store.uri": output.uri, "store.total_bytes": output.manifest["total_bytes"]})
         stage_log.log_dict(summary, "summary.json")
     return output
@@ -278,13 +350,47 @@ class RunReport:
                   f"  {tracker.ui_url(MLFLOW_UI, run_id)}", flush=True)
 
 
+# ----------------------------------------------------------------------------------------------
+# Failures and signals: one plain line each, the details in a log file
+
+
+def _stopped(signum: int) -> int:
+    try:
+        from pipeline import cluster
+
+        cluster.disconnect()
+    finally:
+        print(f"stopped by {signal.Signals(signum).name}: MLflow runs marked FAILED, partial outputs kept; "
+              "the same command resumes", file=sys.stderr, flush=True)
+    return stopping.exit_status(signum)
+
+
 def main(argv: Optional[list[str]] = None, stage_modules: Optional[tuple[str, ...]] = None) -> int:
     """The CLI; `stage_modules` replaces the registered stages (tests run small graphs)."""
     args = parse_args(argv)
+    previous = stopping.install()
+    try:
+        return _main(args, stage_modules)
+    except StageFailed as failed:
+        print(f"pipeline failed in stage {failed}; log: {failed.log}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return _stopped(stopping.received() or signal.SIGINT)
+    except Exception as error:
+        if stopping.received() is not None:  # a library turned the stop into an error of its own
+            return _stopped(stopping.received())
+        log = failures.write_log(error, "pipeline")
+        print(f"pipeline failed: {failures.one_line(error)}; log: {log}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        stopping.restore(previous)
+
+
+def _main(args: argparse.Namespace, stage_modules: Optional[tuple[str, ...]]) -> int:
     try:
         config = load_config(args.config, args.set)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        print(f"config error: {exc}\nnothing was started", file=sys.stderr)
         return 2
     if args.print_config:
         print(config.to_yaml(), end="")
@@ -292,35 +398,39 @@ def main(argv: Optional[list[str]] = None, stage_modules: Optional[tuple[str, ..
     stages = load_stages(stage_modules) if stage_modules else load_stages()
     try:
         selected = _stage_names([args.stages], stages) if args.stages else None
-        force = frozenset(_stage_names(args.force, stages))
+        restart = frozenset(_stage_names(args.restart, stages))
+        force = frozenset(_stage_names(args.force, stages)) | restart
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    store = Store(config.store.root)
-    instances = build_instances(stages, config)
-    plan = make_plan(instances, store, selected, force,
-                     deep_verify=args.verify or config.store.verify == "sha256")
-    print(plan.format(store.root_uri), flush=True)
+    problems = preflight(config)
+    if not problems:
+        store = Store(config.store.root, remember_hashes=not args.dry_run)
+        plan = make_plan(build_instances(stages, config), store, selected, force, restart=restart,
+                         level="sha256" if args.verify else config.store.verify)
+        print(plan.format(store.root_uri), flush=True)
+        problems = stage_checks(plan, config)
+    if problems:
+        for problem in problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        print(f"nothing was started ({len(problems)} problem(s) above)", file=sys.stderr)
+        return 2
     if args.dry_run:
         print(format_units(plan, config), flush=True)
+        try:
+            print(format_capacity(plan, config), flush=True)
+        except CapacityError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return 2
         return 0
+    return execute(plan, config, args.config, store)
 
-    previous = _install_signal_handlers()
-    try:
-        return execute(plan, config, args.config, store)
-    except Exception:
-        return 1
-    except BaseException as exc:
-        from pipeline.tracking import Terminated
 
-        if isinstance(exc, Terminated):
-            print(f"\nstopped by signal {exc.signum}; runs marked FAILED, partial outputs kept", file=sys.stderr)
-            return 128 + exc.signum
-        raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def cli() -> None:
+    status = main()
+    stopping.exit_now_if_stopped(status)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

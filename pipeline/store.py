@@ -10,7 +10,6 @@ manifest is never taken as published. A published output is never modified.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import posixpath
@@ -22,8 +21,15 @@ from typing import Any, Iterator, Optional
 
 import pyarrow.fs as pafs
 
+from pipeline.store_integrity import (NOT_PUBLISHED, StatRecord, missing_declared,  # noqa: F401 (re-exported)
+                                      sha256_file, verify_output)
+from pipeline.store_locks import file_lock, lease_lock
+
 MANIFEST = "_MANIFEST.json"
 PARTIAL_SUFFIX = ".partial"
+DAMAGED_DIR = "_damaged"     # <stage>/_damaged/<key>-<time>: outputs that failed verification, kept
+LOCKS_DIR = "_locks"         # <stage>/_locks/<key>.lock: who is writing an output
+VERIFIED_DIR = "_verified"   # <stage>/_verified/<key>.json: (size, mtime) of files whose sha256 held
 
 
 class StoreError(RuntimeError):
@@ -37,19 +43,72 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
+PROBE_TIMEOUT = 10.0  # seconds for a filesystem to answer before the run is refused
+
+
+def _within(seconds: float, fn, *args):
+    """fn(*args) in a daemon thread; TimeoutError if it has not answered in time (an unreachable
+    object store retries for minutes, and a daemon thread never holds up the exit)."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def call():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as error:  # handed to the caller's thread
+            box["error"] = error
+
+    thread = threading.Thread(target=call, daemon=True, name="store-probe")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {seconds:g}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def probe(uri: str, timeout: float = PROBE_TIMEOUT) -> pafs.FileInfo:
+    """What is at a local path or URI, asked with a deadline. Raises StoreError saying why the
+    location cannot be used (unknown scheme, unreachable, no such bucket)."""
+    try:
+        fs, path = _within(timeout, resolve, uri)
+    except TimeoutError as error:
+        raise StoreError(f"{uri}: filesystem not reachable ({error})") from None
+    except (ValueError, OSError) as error:  # pyarrow.ArrowInvalid is a ValueError
+        text = str(error)
+        if "Unrecognized filesystem type" in text or "unknown filesystem" in text.lower():
+            scheme = uri.split("://", 1)[0]
+            text = f"unknown filesystem scheme {scheme!r} (pyarrow.fs knows file://, s3://, gs://, hdfs://, ...)"
+        raise StoreError(f"{uri}: {text}") from None
+    try:
+        return _within(timeout, fs.get_file_info, path)
+    except TimeoutError as error:
+        raise StoreError(f"{uri}: filesystem not reachable ({error})") from None
+    except OSError as error:
+        raise StoreError(f"{uri}: {error}") from None
+
+
+def check_root(root: str, timeout: float = PROBE_TIMEOUT) -> Optional[str]:
+    """Why `store.root` cannot hold a store (None when it can): checked before anything runs."""
+    try:
+        info = probe(root, timeout)
+    except StoreError as error:
+        return str(error)
+    if info.type == pafs.FileType.File:
+        return f"{root} is a file, not a directory"
+    if info.type == pafs.FileType.NotFound and "://" not in root:
+        parent = os.path.abspath(root)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            return f"{root} cannot be created: {parent} is not a writable directory"
+    return None
+
+
 def _join(*parts: str) -> str:
     return posixpath.join(*parts)
-
-
-def sha256_file(fs: pafs.FileSystem, path: str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with fs.open_input_stream(path) as stream:
-        while True:
-            block = stream.read(chunk)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_local(fs: pafs.FileSystem) -> bool:
@@ -168,10 +227,12 @@ class Output(Directory):
 
 
 class Store:
-    def __init__(self, root: str, fs: Optional[pafs.FileSystem] = None):
-        """`root`: a local path or URI; or, with `fs`, a path inside that filesystem."""
+    def __init__(self, root: str, fs: Optional[pafs.FileSystem] = None, remember_hashes: bool = True):
+        """`root`: a local path or URI; or, with `fs`, a path inside that filesystem.
+        `remember_hashes=False` (a dry run) verifies without writing the record of confirmed hashes."""
         self.root_uri = root
         self.fs, self.root = (fs, root) if fs is not None else resolve(root)
+        self.remember_hashes = remember_hashes
 
     def _uri(self, path: str) -> str:
         if "://" in self.root_uri:
@@ -197,43 +258,29 @@ class Store:
     def has_partial(self, stage: str, key: str) -> bool:
         return self.fs.get_file_info(self.partial_dir(stage, key).path).type == pafs.FileType.Directory
 
+    def _record(self, stage: str, key: str) -> StatRecord:
+        return StatRecord(self.fs, _join(self.root, stage, VERIFIED_DIR, f"{key}.json"), writable=self.remember_hashes)
+
     # -- reading
 
-    def open(self, stage: str, key: str, deep: bool = False) -> Output:
-        """The published output, verified against its manifest (sizes; sha256 too when `deep`)."""
+    def open(self, stage: str, key: str, deep: bool = False, required: tuple[str, ...] = (),
+             level: str = "size") -> Output:
+        """The published output, verified against its manifest (see `verify`)."""
         directory = self.output_dir(stage, key)
-        problem = self.verify(stage, key, deep=deep)
+        problem = self.verify(stage, key, deep=deep, required=required, level=level)
         if problem:
             raise StoreError(f"{directory.uri}: {problem}")
         manifest = directory.read_json(MANIFEST)
         return Output(directory.fs, directory.path, directory.uri, stage=stage, key=key, manifest=manifest)
 
-    def verify(self, stage: str, key: str, deep: bool = False) -> Optional[str]:
-        """None when the output is whole; else what is wrong with it."""
-        directory = self.output_dir(stage, key)
-        if not directory.exists(MANIFEST):
-            return "not published (no manifest)"
-        try:
-            manifest = directory.read_json(MANIFEST)
-        except (OSError, ValueError) as exc:
-            return f"unreadable manifest: {exc}"
-        if manifest.get("key") != key or manifest.get("stage") != stage:
-            return f"manifest belongs to {manifest.get('stage')}/{manifest.get('key')}"
-        listed = {f["path"]: f for f in manifest.get("files", [])}
-        infos = {}
-        if listed:
-            paths = [directory.child(p) for p in listed]
-            for rel, info in zip(listed, self.fs.get_file_info(paths)):
-                infos[rel] = info
-        for rel, entry in listed.items():
-            info = infos[rel]
-            if info.type != pafs.FileType.File:
-                return f"missing file {rel}"
-            if info.size != entry["size"]:
-                return f"{rel} has {info.size} bytes, the manifest says {entry['size']}"
-            if deep and sha256_file(self.fs, directory.child(rel)) != entry["sha256"]:
-                return f"{rel} does not match its sha256 in the manifest"
-        return None
+    def verify(self, stage: str, key: str, deep: bool = False, required: tuple[str, ...] = (),
+               level: str = "size") -> Optional[str]:
+        """None when the output is whole; else what is wrong with it. `level`: "size" (files and
+        sizes), "stat" (and sha256 of every file changed since its hash was last confirmed) or
+        "sha256" (every file hashed; also `deep=True`). `required`: the files the stage declares."""
+        return verify_output(self.fs, self.output_dir(stage, key).path, MANIFEST, stage, key,
+                             level="sha256" if deep else level, declared=tuple(required),
+                             record=self._record(stage, key))
 
     def latest_manifest(self, stage: str, label: str) -> Optional[dict]:
         """The manifest last published for this stage and variant label (for 'why it re-runs')."""
@@ -257,8 +304,37 @@ class Store:
         self.fs.create_dir(partial.path, recursive=True)
         return partial
 
-    def publish(self, stage: str, key: str, manifest_fields: dict, replace: bool = False) -> Output:
-        """Checksum the partial directory, write its manifest last, and move it into place."""
+    def lock(self, stage: str, key: str, on_wait=None):
+        """Held while this run builds the output (see pipeline.store_locks); `on_wait(holder)` is
+        called once if another run holds it."""
+        path = _join(self.root, stage, LOCKS_DIR, f"{key}.lock")
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            return file_lock(path, on_wait)
+        return lease_lock(self.fs, path, on_wait)
+
+    def quarantine(self, stage: str, key: str) -> Optional[Directory]:
+        """Move a published output that failed verification out of the way, kept for inspection
+        under `<stage>/_damaged/`; returns where it went (None when there was nothing)."""
+        source = self.output_dir(stage, key)
+        if self.fs.get_file_info(source.path).type == pafs.FileType.NotFound:
+            return None
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = self._dir(stage, DAMAGED_DIR, f"{key}-{stamp}-{uuid.uuid4().hex[:6]}")
+        self.fs.create_dir(posixpath.dirname(target.path), recursive=True)
+        if _is_local(self.fs):
+            self.fs.move(source.path, target.path)
+        else:
+            self._copy_then_manifest(source, target)
+            self.fs.delete_dir(source.path)
+        record = self._record(stage, key).path
+        if self.fs.get_file_info(record).type == pafs.FileType.File:
+            self.fs.delete_file(record)
+        return target
+
+    def publish(self, stage: str, key: str, manifest_fields: dict, replace: bool = False,
+                required: tuple[str, ...] = ()) -> Output:
+        """Checksum the partial directory, write its manifest last, and move it into place.
+        `required`: files the stage declares; publishing without them is an error."""
         partial = self.partial_dir(stage, key)
         target = self.output_dir(stage, key)
         files = []
@@ -268,6 +344,10 @@ class Store:
             path = partial.child(rel)
             size = self.fs.get_file_info(path).size
             files.append({"path": rel, "size": size, "sha256": sha256_file(self.fs, path)})
+        lacking = missing_declared([f["path"] for f in files], required)
+        if lacking:
+            raise StoreError(f"{partial.uri}: {stage} did not write {', '.join(lacking)}, which it declares as its "
+                             "output; not published")
         manifest = {
             **manifest_fields,
             "stage": stage,
@@ -296,7 +376,13 @@ class Store:
         if retired is not None:
             self.fs.delete_dir(retired.path)
         self._dir(stage).write_json(f"_latest/{safe_name(manifest.get('label', key))}.json", {"key": key})
-        return self.open(stage, key)
+        record = self._record(stage, key)  # every file was just hashed: remember them as confirmed
+        record.entries = {}
+        paths = [target.child(f["path"]) for f in files]
+        for entry, info in zip(files, self.fs.get_file_info(paths) if paths else []):
+            record.confirm(entry["path"], info)
+        record.save()
+        return self.open(stage, key, required=required)
 
     def _copy_then_manifest(self, src: Directory, dst: Directory) -> None:
         for rel in src.files():

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from pipeline.config import Config, TrackingConfig, flatten
+from pipeline.stopping import Terminated, received as stop_signal  # noqa: F401  (Terminated: re-exported)
 
 PACKAGES = ("ray", "torch", "mlflow", "webdataset", "pyarrow", "clean-fid", "numpy", "pillow")
 MAX_PARAM_LENGTH = 6000
@@ -30,14 +31,6 @@ MAX_PARAM_LENGTH = 6000
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
 DATASET_DIGEST_CHARS = 16  # MLflow keeps at most 36 characters of a dataset digest
-
-
-class Terminated(BaseException):
-    """Raised in the main thread when the process receives SIGTERM or SIGINT."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(f"terminated by signal {signum}")
 
 
 def _sqlite_path(uri: str) -> Optional[Path]:
@@ -53,6 +46,82 @@ def _process_start_time(pid: int) -> Optional[str]:
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()[19]
+
+
+# MLflow 3 backends this pipeline can use; the file store (a plain path, file://) is refused.
+DATABASE_SCHEMES = {"sqlite": None, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+SERVER_SCHEMES = ("http", "https")
+OTHER_SCHEMES = ("databricks", "databricks-uc")
+
+
+def uri_form_problem(uri: str) -> Optional[str]:
+    """What makes `uri` no tracking URI this pipeline can use, judged from its text alone (an
+    unknown scheme, the file store MLflow 3 refuses, a sqlite URI without a file); None if usable.
+    A config rule (pipeline.config) names the key."""
+    if uri.split("://", 1)[0].lower() in OTHER_SCHEMES:  # databricks, databricks://profile
+        return None
+    if "://" not in uri:
+        return "not a tracking URI; MLflow 3 refuses the file store: use sqlite:///mlflow.db or http://host:port"
+    scheme = uri.split("://", 1)[0].lower()
+    base = scheme.split("+", 1)[0]  # postgresql+psycopg2
+    known = sorted(DATABASE_SCHEMES) + list(SERVER_SCHEMES) + list(OTHER_SCHEMES)
+    if base == "file":
+        return "MLflow 3 refuses the file store: use sqlite:///mlflow.db or http://host:port"
+    if base not in known:
+        return f"unknown scheme {scheme!r} (known: {', '.join(known)})"
+    if base == "sqlite" and not str(_sqlite_path(uri) or ""):
+        return "a sqlite URI names a file: sqlite:///relative.db or sqlite:////absolute.db"
+    if base in SERVER_SCHEMES or (base in DATABASE_SCHEMES and base != "sqlite"):
+        from urllib.parse import urlsplit
+
+        if not urlsplit(uri).hostname:
+            return "no host in the URI"
+    return None
+
+
+def reachability_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
+    """Why the tracking store at `uri` (of a usable form) cannot be reached now, asked before
+    anything starts and within `timeout` seconds: a sqlite file's directory that does not exist,
+    an MLflow server that does not answer, a database host that refuses; None when reachable."""
+    from urllib.parse import urlsplit
+
+    base = uri.split("://", 1)[0].lower().split("+", 1)[0]
+    if base in OTHER_SCHEMES:
+        return None
+    if base == "sqlite":
+        db = _sqlite_path(uri)
+        parent = db.resolve().parent
+        if not parent.is_dir():
+            return f"the directory {parent} does not exist"
+        if db.exists() and not db.is_file():
+            return f"{db} is not a file"
+        return None
+    if base in SERVER_SCHEMES:
+        return _server_problem(uri, timeout)
+    if base not in DATABASE_SCHEMES:
+        return None
+    parts = urlsplit(uri)
+    port = parts.port or DATABASE_SCHEMES[base]
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        return f"database host {parts.hostname}:{port} not reachable within {timeout:g}s ({error})"
+    return None
+
+
+def _server_problem(uri: str, timeout: float) -> Optional[str]:
+    """An MLflow server answers GET /health; any HTTP answer (even 401/403) shows it is there."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        return f"no MLflow server answers within {timeout:g}s ({reason})"
+    return None
 
 
 def git_state(repo_dir: Optional[Path] = None) -> dict[str, str]:
@@ -214,8 +283,10 @@ class Tracker:
         try:
             yield logger
         except BaseException as exc:
+            signum = stop_signal()  # a library may have turned the signal's Terminated into its own error
+            reason = f"{Terminated(signum)!r}" if signum is not None else f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
-                logger.set_tags({"pipeline.failure": f"{type(exc).__name__}: {exc}"[:5000]})
+                logger.set_tags({"pipeline.failure": reason[:5000]})
             self.client.set_terminated(run.info.run_id, status="FAILED")
             raise
         else:

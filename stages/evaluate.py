@@ -19,7 +19,7 @@ from pipeline.resources import Units
 def units(cfg) -> Units:
     e = cfg.eval
     return Units("feature extractor", e.num_workers, cpus=e.cpus_per_worker, gpus=1.0 if e.use_gpu else 0.0,
-                 knob="eval.num_workers")
+                 knob="eval.num_workers", gpu_knob="eval.use_gpu", pool=True)
 
 
 STAGE = StageSpec(
@@ -27,6 +27,7 @@ STAGE = StageSpec(
     version="3",
     reads=("eval", "sample"),
     inputs=("sample", "reference_stats", "train_evalnet"),
+    outputs=("metrics.json",),
     units=units,
 )
 
@@ -101,3 +102,9 @@ def run(ctx, cfg, inputs):
               "units": made, "nodes": count_by(made, "node_id"), "node_types": count_by(made, "node_type")}
     ctx.out.write_json(METRICS_FILE, result)
     return {**{k: v for k, v in result.items() if k != "units"}, "eval_seconds": round(seconds, 3)}
+
+
+def work(cfg, nets):
+    from pipeline.capacity import Work, features
+
+    return Work((features("samples", cfg.sample.num_images, nets, cfg.eval.extractors),))

@@ -1,11 +1,14 @@
 """The ranked table, plots and sample grids, logged to MLflow.
 
 Reads the sweep's trials.parquet and sample grids; ranks the configurations per dataset and
-protocol (pipeline.leaderboard), adds the reported rows of `sweep.reported` (published numbers,
-marked "reported", never ranked with reproduced ones), and writes
-    leaderboard.parquet / leaderboard.md / leaderboard.html (self-contained)
+protocol (pipeline.leaderboard: rows whose 95% interval overlaps the best's share rank 1), adds the
+reported rows of `sweep.reported` (published numbers, marked "reported", never ranked with
+reproduced ones, without intervals), and writes
+    leaderboard.parquet / leaderboard.md / leaderboard.html (self-contained); every metric with
+                                its interval (<metric>_ci_low / _ci_high in the parquet)
     plots/<table>__<plot>.png   trade-off curves (each metric against w per p_uncond) and the
-                                precision-recall and FD-IS frontiers, per (dataset, protocol) table
+                                precision-recall and FD-IS frontiers, per (dataset, protocol)
+                                table, with error bars; published rows dashed
     grids/<config name>.png     one sample grid per configuration, one row per class
 all logged as MLflow artifacts of the stage's run, the table also as an MLflow table
 (leaderboard_table.json) and the best configuration's metrics as run metrics.
@@ -14,9 +17,10 @@ from pipeline.graph import StageSpec
 
 STAGE = StageSpec(
     name="leaderboard",
-    version="1",
+    version="2",  # 2: intervals in the tables and plots, shared ranks, published rows drawn beside
     reads=("sweep",),
     inputs=("sweep",),
+    outputs=("leaderboard.md", "leaderboard.parquet"),
 )
 
 
@@ -90,16 +94,18 @@ def _num(value):
 
 def _headline(ranked) -> dict[str, float]:
     """The numbers a run is compared by, from the first table (the most images): every metric of
-    its best configuration (`best.<metric>`) and the best ranking metric of each guidance kind
-    (`<kind>.<metric>`)."""
+    its best configuration with its interval (`best.<metric>`, `best.<metric>_ci_low/_high`) and
+    the best ranking metric of each guidance kind (`<kind>.<metric>`)."""
     from pipeline.leaderboard import groups, lower_is_better, metric_columns
+    from pipeline.leaderboard.columns import ci_columns
 
     tables = [table for _, table in groups(ranked) if not (table["source"] == "reported").all()]
     if not tables or not tables[0]["ranked_by"].iloc[0]:
         return {}
     top = tables[0]
     best, by = top.iloc[0], top["ranked_by"].iloc[0]
-    headline = {f"best.{m}": float(best[m]) for m in metric_columns(top) if _num(best.get(m)) is not None}
+    names = [name for m in metric_columns(top) for name in (m, *ci_columns(m))]
+    headline = {f"best.{name}": float(best[name]) for name in names if _num(best.get(name)) is not None}
     for kind, rows in top.groupby("guidance"):
         values = rows[by].dropna()
         if len(values):
@@ -110,15 +116,16 @@ def _headline(ranked) -> dict[str, float]:
 def _log_to_mlflow(ctx, ranked, headline: dict[str, float]) -> None:
     import posixpath
 
-    from pipeline.leaderboard import display_columns, groups
+    from pipeline.leaderboard import groups
     from pipeline.leaderboard.mlflow_runs import BEST_TAG, DATASET_TAG, PROTOCOL_TAG, RANKED_BY_TAG
+    from pipeline.leaderboard.writers import table_columns
 
     for rel in ctx.out.files():
         with ctx.out.local_file(rel) as path:
             ctx.log_artifact(path, posixpath.dirname(rel) or None)
     if ranked.empty:
         return
-    table = ranked[["dataset", "protocol", "source"] + display_columns(ranked)].astype(object)
+    table = ranked[table_columns(ranked)].astype(object)  # the CSV's columns: each metric with its interval
     table = table.where(table.notna(), None)
     ctx.tracker.client.log_table(ctx.tracker.run_id, data=table, artifact_file="leaderboard_table.json")
     (dataset, protocol), top = groups(ranked)[0]

@@ -18,7 +18,7 @@ from pipeline.resources import Units
 def units(cfg) -> Units:
     e = cfg.eval
     return Units("feature extractor", e.num_workers, cpus=e.cpus_per_worker, gpus=1.0 if e.use_gpu else 0.0,
-                 knob="eval.num_workers")
+                 knob="eval.num_workers", gpu_knob="eval.use_gpu", pool=True)
 
 
 STAGE = StageSpec(
@@ -26,6 +26,7 @@ STAGE = StageSpec(
     version="2",
     reads=("eval",),
     inputs=("shard", "train_evalnet"),
+    outputs=("reference.json", "stats_*.npz"),
     units=units,
 )
 
@@ -80,3 +81,12 @@ def run(ctx, cfg, inputs):
     ctx.log_metrics({"num_images": float(num), "images_per_s": num / seconds if seconds > 0 else 0.0})
     return {"extractors": index, "split": SPLIT, "num_images": num, "notes": notes, "seconds": round(seconds, 3),
             "nodes": count_by(made, "node_id")}
+
+
+def work(cfg, nets):
+    """Features of the first eval.num_reference training images, or all."""
+    from pipeline.capacity import Work, features
+
+    listed, wanted = (nets.dataset.train if nets.dataset else None), cfg.eval.num_reference
+    images = min(listed, wanted) if listed and wanted else (wanted or listed)
+    return Work((features("training images", images, nets, cfg.eval.extractors),))

@@ -22,7 +22,8 @@ from pipeline.resources import Units
 def units(cfg) -> Units:
     s = cfg.sample
     return Units("sampler actor", s.num_actors, cpus=s.cpus_per_actor, gpus=1.0 if s.use_gpu else 0.0,
-                 knob="sample.num_actors")
+                 knob="sample.num_actors", gpu_knob="sample.use_gpu",
+                 pool=True)
 
 
 STAGE = StageSpec(
@@ -31,6 +32,7 @@ STAGE = StageSpec(
     reads=("sample", "diffusion"),
     inputs=("train_diffusion", "train_classifier"),
     units=units,
+    outputs=("samples.json", "chunk_*.npz"),
 )
 
 SAMPLES_FILE = "samples.json"
@@ -137,3 +139,11 @@ def _log_grid(ctx, plans) -> None:
     ctx.out.write_bytes(GRID_FILE, data)
     with ctx.out.local_file(GRID_FILE) as path:
         ctx.log_artifact(path)
+
+
+def work(cfg, nets):
+    from pipeline.capacity import Work, sampling
+    from pipeline.generation.sampler_config import SamplerConfig
+
+    config = SamplerConfig.from_section(cfg.sample)
+    return Work((sampling(config.name, [config], cfg.sample.num_images, nets, cfg.diffusion.timesteps),))

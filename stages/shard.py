@@ -25,7 +25,23 @@ STAGE = StageSpec(
     reads=("data",),
     inputs=(),
     units=units,
+    outputs=("shards.parquet", "classes.json", "dataset.json", "errors.parquet", "train-*.tar"),
 )
+
+
+def check(cfg) -> list[str]:
+    """Before anything starts: a dataset URI (s3://...) answers and holds something (a local
+    data.path is checked when the config is loaded)."""
+    from pipeline.store import StoreError, probe
+
+    path = cfg.data.path
+    if cfg.data.source in ("digits", "generated") or not path or "://" not in path:
+        return []
+    try:
+        found = probe(path).type.name != "NotFound"
+    except StoreError as error:
+        return [f"data.path = {path!r}: {error}"]
+    return [] if found else [f"data.path = {path!r}: no such file or directory"]
 
 
 def resolve_source(data_cfg) -> tuple[str, str | None]:
@@ -106,3 +122,15 @@ def run(ctx, cfg, inputs):
         with ctx.out.local_file(name) as path:
             ctx.log_artifact(path)
     return summary
+
+
+def work(cfg, nets):
+    """Every listed image decoded, center-cropped and written: CPU work the plan does not cost."""
+    from pipeline.capacity import Part, Work
+
+    size = nets.dataset
+    images = size.train + size.val if size else None
+    shown = f"{images:,}" if images is not None else "every listed"
+    what = f"decode, center-crop to {cfg.data.resolution} px and write {shown} images"
+    return Work((Part(what, images, None, None),), note="CPU decoding, not costed: `python -m pipeline.bench shard` "
+                                                        "measures it")

@@ -2,11 +2,12 @@
 
 No trial trains: `p_uncond` selects among the cached train_diffusion outputs. Two rounds
 (multi-fidelity): every configuration is screened with `sweep.screen_images` images, then the
-`sweep.top_k` best of each guidance kind (lowest fd_evalnet) are evaluated again with
-`sweep.full_images`; image i depends only on (seed, i), so the full round reuses the screened
-chunks and generates only the rest. Each round is one Ray Tune experiment (a function trainable
-per configuration asking for `sweep.cpus_per_trial` CPUs, at most `sweep.max_concurrent` at once)
-stored in the stage's partial output.
+configurations of each guidance kind not clearly worse than its best (95% intervals of the
+leaderboard's ranking metric overlap; at most `sweep.top_k`, null: all) are evaluated again with
+`sweep.full_images` (pipeline.sweep_space.select_full_round); image i depends only on (seed, i),
+so the full round reuses the screened chunks and generates only the rest. Each round is one Ray
+Tune experiment (a function trainable per configuration asking for `sweep.cpus_per_trial` CPUs,
+at most `sweep.max_concurrent` at once) stored in the stage's partial output.
 
 Sampling and feature extraction are not done by the trials: the stage starts ONE pool of sampler
 actors (pipeline.generation.pool: up to `sweep.num_actors`, `sweep.cpus_per_actor` CPUs each,
@@ -41,15 +42,20 @@ def trial_units(cfg) -> Units:
 def pool_units(cfg) -> Units:
     sw = cfg.sweep
     return Units("sampler actor", sw.num_actors, cpus=sw.cpus_per_actor,
-                 gpus=1.0 if sw.use_gpu or cfg.eval.use_gpu else 0.0, knob="sweep.num_actors")
+                 gpus=1.0 if sw.use_gpu or cfg.eval.use_gpu else 0.0, knob="sweep.num_actors",
+                 gpu_knob="sweep.use_gpu, eval.use_gpu", pool=True)
 
 
 STAGE = StageSpec(
     name="sweep",
-    version="3",  # 3: trials' chunks on the pool, resumed per chunk; generate's fast path
+    # 2: as sample 2, and KID on clean-fid's subsets, intervals in the protocol
+    # 3: the full round is every configuration not clearly worse than its kind's best, by the ranking metric
+    # 4: trials' chunks on the pool, resumed per chunk; generate's fast path
+    version="4",
     reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
     units=lambda cfg: (trial_units(cfg), pool_units(cfg)),
+    outputs=("trials.parquet",),
 )
 
 FEATURE_TASK_IMAGES = 10_000  # images per feature task of a trial (its statistics travel back once)
@@ -78,7 +84,7 @@ def run(ctx, cfg, inputs):
     from pipeline.generation.pool import Pool
     from pipeline.generation.workers import WorkerSpec, where_tags
     from pipeline.resources import Placement
-    from pipeline.sweep_space import configurations, select_top_k, selection_metric
+    from pipeline.sweep_space import configurations, select_full_round, selection_metric
     from stages.sweep_trial import FULL, SCREEN, TrialInputs
 
     sw = cfg.sweep
@@ -89,6 +95,7 @@ def run(ctx, cfg, inputs):
                         require_cuda=cfg.cluster.require_cuda, threads=max(1, int(sw.cpus_per_actor)))
     placement = Placement.from_config(cfg.cluster, "sweep", ctx.log)
     logger = TrialLogger(ctx, cfg)
+
     with Pool.start(pool_units(cfg), worker, placement, "sweep.cpus_per_actor, sweep.use_gpu, eval.use_gpu",
                     beside=trial_units(cfg)) as pool:
         logger.pool = pool
@@ -102,10 +109,10 @@ def run(ctx, cfg, inputs):
         rows = list(screened.values())
         chosen = []
         if sw.full_images > sw.screen_images:
-            chosen = select_top_k(rows, sw.top_k)
+            selection = select_full_round(rows, sw.top_k)
+            chosen = selection.config_ids
             by_id = {c.id: c for c in configs}
-            ctx.log(f"full round: the best {sw.top_k} of each guidance kind by {selection_metric(rows)}: "
-                    + ", ".join(by_id[c].name for c in chosen))
+            ctx.log("full round: " + selection.describe({c.id: c.name for c in configs}))
             rows += list(run_round(ctx, FULL, [by_id[c] for c in chosen], sw.full_images, trial_inputs, sw,
                                    logger).values())
     for row in rows:
@@ -282,3 +289,29 @@ def _write_table(ctx, rows: list[dict]) -> None:
     buf = io.BytesIO()
     pd.DataFrame(rows).to_parquet(buf, index=False)
     ctx.out.write_bytes(TRIALS, buf.getvalue())
+
+
+def work(cfg, nets):
+    """Both rounds: every configuration screened, then the top_k of each guidance kind taken to
+    full_images (only the images beyond the screened ones are generated; all are scored again).
+    Which configurations win is not known before screening: each kind's costliest top_k are counted."""
+    from pipeline.capacity import Work, features, passes_per_image, sampling
+    from pipeline.sweep_space import configurations
+
+    sw, timesteps = cfg.sweep, cfg.diffusion.timesteps
+    configs = configurations(sw, cfg.train.p_uncond)
+    parts = [sampling("screen round", configs, sw.screen_images, nets, timesteps),
+             features("screen round, scoring", len(configs) * sw.screen_images, nets, cfg.eval.extractors,
+                      pieces=len(configs))]
+    if sw.full_images > sw.screen_images:
+        def flops_per_image(config):
+            return sum(count * net.gflops for net, count in passes_per_image(config, nets, timesteps))
+
+        by_kind: dict[str, list] = {}
+        for config in configs:
+            by_kind.setdefault(config.guidance, []).append(config)
+        full = [c for kind in by_kind.values() for c in sorted(kind, key=flops_per_image, reverse=True)[:sw.top_k]]
+        parts += [sampling("full round", full, sw.full_images - sw.screen_images, nets, timesteps),
+                  features("full round, scoring", len(full) * sw.full_images, nets, cfg.eval.extractors,
+                           pieces=len(full))]
+    return Work(tuple(parts))

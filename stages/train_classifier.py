@@ -15,6 +15,7 @@ STAGE = StageSpec(
     reads=("classifier", "diffusion"),
     inputs=("shard",),
     units=lambda cfg: train_spec(cfg.classifier).units,
+    outputs=("classifier.pt", "classifier.json"),
 )
 
 RAY_RUN = "ray_train"
@@ -61,3 +62,9 @@ def run(ctx, cfg, inputs):
     registered = register(ctx, f"{cfg.tracking.experiment}.noisy_classifier", "classifier", {"nimg": state.nimg},
                           "Noisy classifier of train_classifier")
     return {**{k: round(v, 4) for k, v in val.items()}, **summary(result, spec), "registered_model": registered}
+
+
+def work(cfg, nets):
+    from pipeline.capacity import Work, training
+
+    return Work((training("noisy classifier", nets.classifier, cfg.classifier),))

@@ -23,7 +23,9 @@ STAGE = StageSpec(
     inputs=("shard",),
     fan_out=("train.p_uncond",),
     units=lambda cfg: train_spec(cfg.train).units,
+    outputs=("model.pt", "model.json", "guide/model.pt", "guide/model.json"),
 )
+
 
 RAY_RUN, GUIDE_RUN = "ray_train", "ray_train_guide"  # Ray Train run directories inside the partial output
 GRID_PER_CLASS, GRID_STEPS = 8, 50
@@ -69,15 +71,15 @@ def run(ctx, cfg, inputs):
     guide_dir = ctx.out.subdir(GUIDE_DIR)
     if early:
         guide_nimg, guide_weights = snapshot_at(state, tr.guide.kimg)
-        guide_unet, guide_seconds = unet, 0.0
+        guide_unet, guide_seconds, guide_units = unet, 0.0, state.workers
     else:
         guide_unet = unet_kwargs(cfg.model, dataset.resolution, dataset.num_classes, tr.guide.base_channels)
         guide_task = dataclasses.replace(task, unet=guide_unet, runtime={})
         ctx.log(f"training the autoguidance guide (base {tr.guide.base_channels})")
         guide_result = fit_in_stage(ctx, cfg.cluster, guide_task, train_spec(tr, kimg=tr.guide.kimg), shards.uri,
-                                    GUIDE_RUN)
+                                    GUIDE_RUN, tag_prefix="guide.")
         guide_nimg, guide_weights = guide_result.state.nimg, guide_result.state.ema[0]
-        guide_seconds = guide_result.seconds
+        guide_seconds, guide_units = guide_result.seconds, guide_result.state.workers
         log_history(ctx, guide_result.state, prefix="guide_")
     save_diffusion(guide_dir, guide_weights, guide_unet, diffusion, role="guide", guide_kind=tr.guide.kind,
                    **{**meta, "nimg": guide_nimg})
@@ -90,6 +92,7 @@ def run(ctx, cfg, inputs):
         "p_uncond": p_uncond, **summary(result, spec),
         "final_loss_t_quartiles": [state.records[-1].get(f"loss_t_q{q}") for q in range(4)] if state.records else None,
         "guide_seconds": round(guide_seconds, 2), "guide_kind": tr.guide.kind, "guide_nimg": guide_nimg,
+        "guide_units": guide_units,
         "ema_decay": decay, "sample_grids": grid_files, "registered_model": registered,
     }
 
@@ -140,3 +143,14 @@ def log_and_register(ctx, cfg, p_uncond: float) -> str | None:
     log_files(ctx, files, "model")
     return register(ctx, f"{cfg.tracking.experiment}.diffusion.p_uncond_{p_uncond:g}", "model", {"p_uncond": p_uncond},
                     "Class-conditional ADM UNet (EMA) of train_diffusion")
+
+
+def work(cfg, nets):
+    """The UNet's training, and the smaller guide's (train.guide.kind smaller)."""
+    from pipeline.capacity import Work, training
+
+    tr = cfg.train
+    parts = [training("UNet", nets.unet, tr)]
+    if tr.guide.kind == "smaller":
+        parts.append(training("guide", nets.guide, tr, kimg=tr.guide.kimg))
+    return Work(tuple(parts))

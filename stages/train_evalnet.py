@@ -15,6 +15,7 @@ STAGE = StageSpec(
     reads=("evalnet",),
     inputs=("shard",),
     units=lambda cfg: train_spec(cfg.evalnet).units,
+    outputs=("evalnet.pt", "evalnet.json"),
 )
 
 RAY_RUN = "ray_train"  # Ray Train's run directory inside the partial output
@@ -51,3 +52,9 @@ def run(ctx, cfg, inputs):
     log_files(ctx, [EVALNET_WEIGHTS, EVALNET_CONFIG])
     return {"val_accuracy": val_accuracy, "train_accuracy": train_accuracy, "num_val": num_val,
             **summary(result, spec)}
+
+
+def work(cfg, nets):
+    from pipeline.capacity import Work, training
+
+    return Work((training("evalnet", nets.evalnet, cfg.evalnet),))

@@ -63,5 +63,9 @@ def run_pipeline(workdir, ray_local):
 
 
 def pytest_configure(config):
+    import tempfile
+
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # failure logs of runs in this process (pipeline.failures) stay out of the checkout
+    os.environ.setdefault("PIPELINE_LOG_DIR", tempfile.mkdtemp(prefix="pipeline-test-logs-"))
     os.environ.setdefault("TQDM_DISABLE", "1")

@@ -43,6 +43,8 @@ BAD_CONFIGS = [
     (["tracking.uri=./mlruns"], "tracking.uri = './mlruns'", "refuses the file store"),
     (["train.ema_decays=[1.0]"], "train.ema_decays[0] = 1.0", "must be in (0, 1)"),
     (["train.guide.kind=early", "train.guide.kimg=5000"], "train.guide.kimg = 5000.0", "before the end of training"),
+    (["train.guide.kind=smaller", "train.guide.base_channels=40"], "train.guide.base_channels = 40",
+     "the guide (the model's UNet at this width) cannot be built: num_head_channels=32"),
     (["sample.guidance_interval=[0.8,0.2]"], "sample.guidance_interval", "0 <= lo < hi <= 1"),
     (["train=3"], "train = 3", "expected a mapping"),
     (["train.lr"], "train.lr", "must look like section.key=value"),

@@ -1,9 +1,14 @@
 """DESIGN.md's import rules, so each room keeps one job:
 - pipeline/diffusion and pipeline/nets are pure PyTorch (+ numpy): no Ray, MLflow, WebDataset;
 - pipeline/data and pipeline/metrics import neither Ray nor MLflow;
-- pipeline/training knows Ray and torch, not MLflow;
-- only run.py, graph.py and stages/ know that a pipeline exists (no library module imports
-  the runner, the graph, tracking or a stage)."""
+- pipeline/training knows Ray and torch, not MLflow; it may call generation, never the reverse;
+- pipeline/generation knows Ray and torch, not MLflow or training;
+- pipeline/leaderboard reads MLflow, never Ray or torch;
+- benches compare library code with its peers, never through a stage or the runner;
+- pipeline/capacity counts work from the networks: no Ray, MLflow or runner;
+- only run.py, graph.py, tracking.py and stages/ know that a pipeline exists (no library module
+  imports the runner, the graph, tracking or a stage; the graph finds stages by name).
+Every module under pipeline/ falls under one rule (test_every_module_has_a_rule)."""
 from __future__ import annotations
 
 import ast
@@ -22,7 +27,27 @@ RULES = {
     "pipeline/data": ("ray", "mlflow", *PIPELINE_ONLY),
     "pipeline/metrics": ("ray", "mlflow", "webdataset", *PIPELINE_ONLY, "pipeline.store", "pipeline.config"),
     "pipeline/training": ("mlflow", *PIPELINE_ONLY),
+    "pipeline/generation": ("mlflow", "pipeline.training", *PIPELINE_ONLY),
+    "pipeline/leaderboard": ("ray", "torch", *PIPELINE_ONLY),
+    "pipeline/benches": ("mlflow", *PIPELINE_ONLY),
+    "pipeline/capacity": ("ray", "mlflow", "webdataset", *PIPELINE_ONLY),
 }
+# Top-level modules of pipeline/: the runner's own modules may know each other, never a stage.
+# config.py holds the tracking section, so its rule calls tracking's own URI check.
+RUNNER_MODULES = ("run.py", "graph.py", "tracking.py", "config.py")
+TOP_LEVEL_LIBRARY = PIPELINE_ONLY
+TOP_LEVEL_RUNNER = ("stages",)
+
+
+def forbidden_for(path: Path) -> tuple[str, ...] | None:
+    """The names a module may not import, or None when no rule covers it."""
+    relative = path.relative_to(REPO)
+    if relative.parent == Path("pipeline"):
+        return TOP_LEVEL_RUNNER if relative.name in RUNNER_MODULES else TOP_LEVEL_LIBRARY
+    for package, forbidden in RULES.items():
+        if relative.is_relative_to(package):
+            return forbidden
+    return None
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -35,15 +60,30 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+def violations(path: Path, forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(name for name in imported_modules(path)
+                  if any(name == f or name.startswith(f + ".") for f in forbidden))
+
+
 @pytest.mark.parametrize("package", sorted(RULES))
 def test_package_imports_nothing_forbidden(package):
-    forbidden = RULES[package]
     files = sorted((REPO / package).rglob("*.py"))
     assert files, f"{package} has no modules"
     for path in files:
-        for name in imported_modules(path):
-            bad = [f for f in forbidden if name == f or name.startswith(f + ".")]
-            assert not bad, f"{path.relative_to(REPO)} imports {name}"
+        bad = violations(path, RULES[package])
+        assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+
+
+def test_top_level_modules_import_nothing_forbidden():
+    for path in sorted((REPO / "pipeline").glob("*.py")):
+        bad = violations(path, forbidden_for(path))
+        assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+
+
+def test_every_module_has_a_rule():
+    uncovered = [str(p.relative_to(REPO)) for p in sorted((REPO / "pipeline").rglob("*.py"))
+                 if forbidden_for(p) is None]
+    assert not uncovered, f"modules no import rule covers: {uncovered}"
 
 
 def test_the_pure_packages_load_no_ray_or_mlflow_at_import():
@@ -56,5 +96,9 @@ def test_the_pure_packages_load_no_ray_or_mlflow_at_import():
 
 def test_the_rule_catches_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import ray\nfrom mlflow.tracking import MlflowClient\n")
-    assert {"ray", "mlflow.tracking"} <= imported_modules(bad)
+    bad.write_text("import ray\nfrom mlflow.tracking import MlflowClient\n"
+                   "def late():\n    from stages.shard import run\n")
+    assert {"ray", "mlflow.tracking", "stages.shard"} <= imported_modules(bad)
+    assert violations(bad, RULES["pipeline/generation"]) == ["mlflow.tracking", "stages.shard"]
+    assert forbidden_for(REPO / "pipeline" / "generation" / "new_module.py") == RULES["pipeline/generation"]
+    assert forbidden_for(REPO / "pipeline" / "new_room" / "x.py") is None

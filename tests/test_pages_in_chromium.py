@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.browser import assert_screenshot_not_blank, chromium, layout, require_chromium, wait_for_text
@@ -50,10 +51,13 @@ def test_the_leaderboard_page_reads_well_in_chromium(tmp_path):
     from pipeline import leaderboard as lb
     from pipeline.generation.grid import class_grid_png
     from pipeline.leaderboard.plots import leaderboard_plots
-    from tests.test_leaderboard import synthetic_rows
+    from tests.test_leaderboard import reported_rows, rows_with_intervals
 
-    ranked = lb.rank(synthetic_rows())
-    sections = [(f"protocol {key[1]}", leaderboard_plots(table)) for key, table in lb.groups(ranked) if len(table) > 1]
+    # every metric with its interval (a second line in its cell), published rows beside (long legends)
+    ranked = lb.rank(pd.concat([pd.DataFrame(rows_with_intervals()), reported_rows()], ignore_index=True))
+    published = ranked[ranked["source"] == "reported"]
+    sections = [(f"protocol {key[1]}", leaderboard_plots(pd.concat([table, published], ignore_index=True)))
+                for key, table in lb.groups(ranked) if len(table) > 1 and (table["source"] == "reproduced").all()]
     grid = class_grid_png(np.full((20, 8, 8, 3), 200, np.uint8), np.arange(20) % 10)
     page = tmp_path / "leaderboard.html"
     page.write_text(lb.to_html(ranked, grids={"cfg w=1": grid}, plot_sections=sections))

@@ -5,8 +5,8 @@ import pytest
 
 from dataclasses import replace
 
-from pipeline.config import load_config
-from pipeline.sweep_space import configurations, select_top_k
+from pipeline.config import ConfigError, load_config
+from pipeline.sweep_space import configurations, select_full_round, select_top_k
 from stages.sweep import dataset_name
 
 
@@ -78,6 +78,64 @@ def test_top_k_falls_back_to_fid_and_fails_without_either():
     assert select_top_k(rows, 1) == ["b"]
     with pytest.raises(ValueError, match="fd_evalnet"):
         select_top_k([{"config_id": "a", "guidance": "cfg"}], 1)
+
+
+def _screened(kind, metric, values_and_intervals):
+    return [{"config_id": f"{kind}{i}", "guidance": kind, metric: v, f"{metric}_ci_low": lo, f"{metric}_ci_high": hi}
+            for i, (v, lo, hi) in enumerate(values_and_intervals)]
+
+
+def test_the_full_round_keeps_what_is_not_clearly_worse_than_the_best_of_its_kind():
+    rows = (_screened("cfg", "fd_evalnet", [(1.0, 0.8, 1.2), (1.1, 0.9, 1.4), (2.0, 1.7, 2.3), (1.15, 1.0, 1.3)])
+            + _screened("pag", "fd_evalnet", [(5.0, 4.0, 6.0), (3.0, 2.9, 3.1)]))
+    selection = select_full_round(rows, 4)
+    assert selection.metric == "fd_evalnet"
+    # cfg2's interval [1.7, 2.3] lies above the best's [0.8, 1.2]: clearly worse, left out though top_k allows 4
+    assert selection.config_ids == ["cfg0", "cfg1", "cfg3", "pag1"]
+    cfg = selection.kinds[0]
+    assert (cfg.kind, cfg.screened, cfg.not_clearly_worse, cfg.capped) == ("cfg", 4, ["cfg0", "cfg1", "cfg3"], 0)
+    # top_k caps: the best first, and the log line says what the cap left out
+    capped = select_full_round(rows, 2)
+    assert capped.config_ids == ["cfg0", "cfg1", "pag1"] and capped.kinds[0].capped == 1
+    text = capped.describe({"cfg0": "cfg w=1"})
+    assert "cfg w=1, cfg1 (1 more not clearly worse, over sweep.top_k = 2)" in text and "3 of 4" in text
+    assert select_top_k(rows, 2) == capped.config_ids
+    with pytest.raises(ValueError, match="top_k"):
+        select_full_round(rows, 0)
+
+
+def test_without_a_cap_the_full_round_keeps_every_configuration_not_clearly_worse():
+    rows = _screened("cfg", "fd_evalnet", [(1.0, 0.5, 1.5)] + [(1.1 + i / 10, 1.0, 2.0) for i in range(6)]
+                     + [(3.0, 2.5, 3.5)])
+    selection = select_full_round(rows, None)
+    assert selection.config_ids == [f"cfg{i}" for i in range(7)] and selection.kinds[0].capped == 0
+    assert "at most" not in selection.describe({}) and "[7 of 8 overlap the best]" in selection.describe({})
+    assert select_full_round(rows, 3).config_ids == ["cfg0", "cfg1", "cfg2"]
+    # sweep.top_k: null in the configuration is no cap; 0 is refused before any work
+    assert _cfg("sweep.top_k=null").sweep.top_k is None
+    with pytest.raises(ConfigError, match="top_k"):
+        _cfg("sweep.top_k=0")
+
+
+def test_the_full_round_is_chosen_by_the_leaderboards_ranking_metric():
+    """FID when the screening rows have it (the Inception weights are there), not fd_evalnet."""
+    import pandas as pd
+
+    from pipeline import leaderboard as lb
+
+    rows = [{"config_id": "a", "guidance": "cfg", "fid": 3.0, "fd_evalnet": 1.0},
+            {"config_id": "b", "guidance": "cfg", "fid": 2.0, "fd_evalnet": 2.0},
+            {"config_id": "c", "guidance": "none", "fid": None, "fd_evalnet": 0.5},
+            {"config_id": "d", "guidance": "none", "fid": 4.0, "fd_evalnet": 0.7}]
+    selection = select_full_round(rows, 1)
+    table = lb.rank(pd.DataFrame(rows).assign(dataset="d", protocol="p"))
+    assert selection.metric == "fid" == table["ranked_by"].iloc[0]
+    assert selection.config_ids == ["b", "d"]  # a row without the metric is not a candidate
+    assert table.iloc[0]["config_id"] == "b"
+    # the intervals of the ranking metric decide, not another metric's
+    rows = [{**r, "fid_ci_low": r["fid"] and r["fid"] - 0.1, "fid_ci_high": r["fid"] and r["fid"] + 0.1,
+             "fd_evalnet_ci_low": 0.0, "fd_evalnet_ci_high": 10.0} for r in rows]
+    assert select_full_round(rows, 3).config_ids == ["b", "d"]
 
 
 def test_dataset_names():

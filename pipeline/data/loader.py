@@ -19,6 +19,7 @@ import hashlib
 import io
 import posixpath
 import random
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,18 @@ class ShardIntegrityError(RuntimeError):
     """A shard differs from what shards.parquet says it holds."""
 
 
+SHARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.tar")
+
+
+def checked_shard_name(name: object, where: str) -> str:
+    """A shard name from shards.parquet, refused unless it is a plain file name in the directory
+    (no separators, no '..', no leading dot): it is joined to the directory's path."""
+    if not isinstance(name, str) or not SHARD_NAME.fullmatch(name) or ".." in name:
+        raise ShardIntegrityError(f"{where}/{manifest.SHARDS_FILE} names a shard {name!r}, which is not a plain "
+                                  "shard file name; refusing to use it as a path")
+    return name
+
+
 class ShardedDataset:
     """A finished shard directory: its shards, label set and resolution."""
 
@@ -45,6 +58,8 @@ class ShardedDataset:
             filesystem, location = resolve(location)
         self.fs, self.root = filesystem, location
         self.entries = manifest.read_shards_table(filesystem, location)
+        for entry in self.entries:
+            checked_shard_name(entry.name, location)
         self.classes: ClassSet = manifest.read_classes(filesystem, location)
         self.info = manifest.read_dataset_info(filesystem, location)
 

@@ -88,6 +88,7 @@ REASONS = (
     "no_label",
     "missing_file",
     "unreadable",
+    "outside_root",  # a symlink that leads out of the dataset root
 )
 
 

@@ -162,19 +162,17 @@ class ClassifierGuidance:
     - "eps": the DDIM form is folded into eps here (needs ``train_schedule`` for alpha_bar_t),
       so any sampler sees a plain eps. A sampler that clips x0 then clips the guided x0, which is
       not guided-diffusion's order: use "sampler" to reproduce ADM-G.
-    ``base_label``: call the base denoiser with this label for every image (e.g. the null
-    token to guide the unconditional branch), the classifier still gets the class labels.
     """
 
     def __init__(self, denoiser: Denoiser, classifier: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  scale: float, interval: Optional[tuple[int, int]] = None, form: str = "sampler",
-                 train_schedule: Optional[Schedule] = None, base_label: Optional[int] = None):
+                 train_schedule: Optional[Schedule] = None):
         if form not in ("sampler", "eps"):
             raise ValueError(f"form must be 'sampler' or 'eps', got {form!r}")
         if form == "eps" and train_schedule is None:
             raise ValueError("form='eps' needs the training schedule for alpha_bar_t")
         self.denoiser, self.classifier, self.scale = denoiser, classifier, float(scale)
-        self.interval, self.form, self.train_schedule, self.base_label = interval, form, train_schedule, base_label
+        self.interval, self.form, self.train_schedule = interval, form, train_schedule
 
     def log_prob_grad(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """grad_x log p(y | x_t) summed over the batch (each row only sees its own image)."""
@@ -186,8 +184,7 @@ class ClassifierGuidance:
         return grad.detach()
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, **kwargs) -> DenoiserOutput:
-        base_labels = labels if self.base_label is None else torch.full_like(labels, self.base_label)
-        plain = as_output(self.denoiser(x, t, base_labels, **kwargs))
+        plain = as_output(self.denoiser(x, t, labels, **kwargs))
         active = guidance_active(t, self.interval)
         if self.scale == 0 or not bool(active.any()):
             return plain

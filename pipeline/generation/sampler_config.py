@@ -271,6 +271,9 @@ def config_problems(c) -> Iterator[tuple[str, Any, str]]:
     for kind, strengths in sweep.guidance.items():
         if kind not in GUIDANCE:
             yield f"sweep.guidance.{kind}", strengths, f"not a guidance kind (known: {', '.join(GUIDANCE)})"
+        if not strengths:
+            yield (f"sweep.guidance.{kind}", strengths,
+                   "a listed guidance kind needs at least one strength (leave the kind out to skip it)")
         for i, v in enumerate(strengths):
             if v < 0:
                 yield f"sweep.guidance.{kind}[{i}]", v, "guidance strengths must be non-negative"
@@ -291,6 +294,8 @@ def config_problems(c) -> Iterator[tuple[str, Any, str]]:
     for i, steps in enumerate(sweep.steps):
         if steps < 1 or steps > timesteps:
             yield f"sweep.steps[{i}]", steps, f"must be in [1, diffusion.timesteps = {timesteps}]"
+    if sweep.p_uncond is not None and not sweep.p_uncond:
+        yield "sweep.p_uncond", sweep.p_uncond, "no model to sweep (null sweeps every trained model)"
     for i, p in enumerate(sweep.p_uncond or []):
         if p not in trained:
             yield f"sweep.p_uncond[{i}]", p, f"no model is trained with it (train.p_uncond = {trained})"

@@ -1,4 +1,5 @@
-"""`python -m pipeline.leaderboard`: the ranked table from the sweep's MLflow runs.
+"""`python -m pipeline.leaderboard`: the ranked table from the sweep's MLflow runs, each metric
+with the 95% interval its trial run logged (`<metric>_ci_low` / `_ci_high` metrics).
 
     python -m pipeline.leaderboard                          # from ./mlflow.db, Markdown
     python -m pipeline.leaderboard --tracking-uri sqlite:///mlflow.db --experiment guided-diffusion \\
@@ -36,7 +37,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if rows.empty:
         print(f"no evaluated configurations in experiment {args.experiment!r} ({args.tracking_uri})", file=sys.stderr)
         return 1
-    if args.metric and args.metric not in rows:
+    if args.metric and args.metric not in metric_columns(rows):
         print(f"no metric {args.metric!r}; have: {', '.join(metric_columns(rows))}", file=sys.stderr)
         return 2
     ranked = rank(rows, args.metric)

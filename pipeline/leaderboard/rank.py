@@ -3,6 +3,12 @@
 Two numbers are ranked together only when their dataset and protocol (feature extractor, number
 of samples, reference statistics, seed range) match; every (dataset, protocol) pair is its own
 table. Reproduced tables come before reported ones, larger N first.
+
+Within a table, rows whose 95% interval of the ranking metric overlaps the best row's share rank 1,
+and any other row is ranked 1 + the number of rows whose interval lies wholly on its better side
+(pipeline.metrics.intervals.shared_ranks), so a rank separates only configurations whose
+difference is outside sampling noise. A table without intervals (published rows) ranks by value,
+equal values sharing a rank.
 """
 from __future__ import annotations
 
@@ -11,16 +17,31 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from pipeline.leaderboard.columns import lower_is_better, metric_columns
+from pipeline.leaderboard.columns import (ci_columns, has_intervals, lower_is_better, metric_columns,
+                                          ranking_metric)
+from pipeline.metrics.intervals import shared_ranks
 
 
 def default_metric(df: pd.DataFrame) -> Optional[str]:
-    """FID when the group has it (the comparable number), else the offline fd_evalnet."""
-    for name in ("fid", "fd_evalnet"):
-        if name in df.columns and df[name].notna().any():
-            return name
+    """FID when the group has it (the comparable number), else the offline fd_evalnet
+    (columns.RANKING_METRICS); else the first metric with a value."""
     metrics = [m for m in metric_columns(df) if df[m].notna().any()]
-    return metrics[0] if metrics else None
+    return ranking_metric(metrics) or (metrics[0] if metrics else None)
+
+
+def _numbers(column: pd.Series):
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=math.nan)
+
+
+def _ranks(g: pd.DataFrame, by: str) -> list:
+    """Shared ranks by the interval of `by` where the table has intervals, else competition ranks
+    by value; NA where the row has no value."""
+    if has_intervals(g, by):
+        low, high = ci_columns(by)
+        ranks = shared_ranks(_numbers(g[by]), _numbers(g[low]), _numbers(g[high]), lower_is_better(by))
+        return [pd.NA if r == 0 else int(r) for r in ranks]
+    ranks = g[by].rank(method="min", ascending=lower_is_better(by))
+    return [pd.NA if math.isnan(r) else int(r) for r in ranks]
 
 
 def _group_order(df: pd.DataFrame) -> list[tuple[str, str]]:
@@ -36,8 +57,9 @@ def _group_order(df: pd.DataFrame) -> list[tuple[str, str]]:
 def rank(rows: pd.DataFrame | Iterable[dict], metric: Optional[str] = None) -> pd.DataFrame:
     """Rows ranked within each (dataset, protocol) group by `metric` (default: FID, else fd_evalnet).
 
-    Adds `rank` (1 = best; empty where the metric is missing) and `ranked_by`; groups come one
-    after another: reproduced before reported, larger N first.
+    Adds `rank` (1 = best; rows whose interval overlaps the best's share it; empty where the
+    metric is missing) and `ranked_by`; within a group rows are in rank order, then by value;
+    groups come one after another: reproduced before reported, larger N first.
     """
     df = pd.DataFrame(rows).copy() if not isinstance(rows, pd.DataFrame) else rows.copy()
     if df.empty:
@@ -56,8 +78,8 @@ def rank(rows: pd.DataFrame | Iterable[dict], metric: Optional[str] = None) -> p
             parts.append(g)
             continue
         g = g.sort_values(by, ascending=lower_is_better(by), na_position="last", kind="mergesort")
-        ranks = g[by].rank(method="min", ascending=lower_is_better(by))
-        g["rank"] = pd.array([pd.NA if math.isnan(r) else int(r) for r in ranks], dtype="Int64")
+        g["rank"] = pd.array(_ranks(g, by), dtype="Int64")
+        g = g.sort_values("rank", na_position="last", kind="mergesort")  # stable: by value within a rank
         g["ranked_by"] = by
         parts.append(g)
     return pd.concat(parts, ignore_index=True)

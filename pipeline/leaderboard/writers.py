@@ -12,8 +12,10 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from pipeline.leaderboard.columns import HEADERS, display_columns, lower_is_better
+from pipeline.leaderboard.columns import (HEADERS, ci_columns, display_columns, has_intervals, lower_is_better,
+                                          metric_columns)
 from pipeline.leaderboard.rank import groups
+from pipeline.metrics.intervals import LEVEL
 
 
 def protocol_summary(protocol_json: Any) -> str:
@@ -35,7 +37,7 @@ def protocol_summary(protocol_json: Any) -> str:
 def _fmt(value: Any, column: str) -> str:
     if isinstance(value, (list, tuple, np.ndarray)):  # a guidance interval
         return "–".join(f"{v:g}" for v in value)
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+    if _missing(value):
         return ""
     if isinstance(value, float):
         if column in ("w", "s", "p_uncond"):
@@ -46,34 +48,125 @@ def _fmt(value: Any, column: str) -> str:
     return str(value)
 
 
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _decimals(low: float, high: float) -> Optional[int]:
+    """Decimals that show the interval's half-width to two significant digits when they begin
+    with 1 to 3.5, else to one (the Particle Data Group's rounding rule), clipped to 0-6."""
+    half = (high - low) / 2
+    if not (math.isfinite(half) and half > 0):
+        return None
+    exponent = math.floor(math.log10(half))
+    digits = -exponent + (1 if half / 10 ** exponent < 3.55 else 0)
+    return min(6, max(0, digits))
+
+
+def metric_text(row: Any, metric: str) -> tuple[str, str]:
+    """(the value, its interval "[low, high]" or "") of `metric` in a row, both rounded to the
+    interval's precision (a digit the interval cannot vouch for is not printed)."""
+    value = row.get(metric)
+    low, high = (row.get(c) for c in ci_columns(metric))
+    if _missing(value) or _missing(low) or _missing(high):
+        return _fmt(value, metric), ""
+    places = _decimals(float(low), float(high))
+    if places is None:
+        return _fmt(value, metric), f"[{_fmt(float(low), metric)}, {_fmt(float(high), metric)}]"
+    return f"{float(value):.{places}f}", f"[{float(low):.{places}f}, {float(high):.{places}f}]"
+
+
+def _cell(row: Any, column: str, metrics: set[str]) -> str:
+    if column not in metrics:
+        return _fmt(row.get(column), column)
+    value, interval = metric_text(row, column)
+    return f"{value} {interval}" if interval else value
+
+
+def _ci_level(g: pd.DataFrame) -> float:
+    """The intervals' level, from the protocol (pipeline.metrics records it), else LEVEL."""
+    text = g["protocol_json"].iloc[0] if "protocol_json" in g else None
+    if isinstance(text, str) and text.startswith("{"):
+        for part in json.loads(text).values():
+            if isinstance(part, dict) and isinstance(part.get("ci"), dict) and "level" in part["ci"]:
+                return float(part["ci"]["level"])
+    return LEVEL
+
+
+def _reported(g: pd.DataFrame) -> bool:
+    return bool((g["source"] == "reported").all())
+
+
 def _heading(key: tuple[str, str], g: pd.DataFrame) -> str:
     dataset, protocol = key
-    if (g["source"] == "reported").all():
-        cites = sorted({str(c) for c in g.get("citation", pd.Series(dtype=str)).dropna()})
-        return f"{dataset} · reported · {protocol}" + (f" ({'; '.join(cites)})" if cites else "")
-    summary = protocol_summary(g["protocol_json"].iloc[0]) if "protocol_json" in g else ""
     by = g["ranked_by"].iloc[0] if "ranked_by" in g else ""
+    if _reported(g):
+        cites = sorted({str(c) for c in g.get("citation", pd.Series(dtype=str)).dropna()})
+        return f"{dataset} · reported · {protocol}" + (f" ({'; '.join(cites)})" if cites else "") + (
+            f" · {rank_rule(g)}" if by else "")
+    summary = protocol_summary(g["protocol_json"].iloc[0]) if "protocol_json" in g else ""
     return f"{dataset} · protocol {protocol}" + (f" ({summary})" if summary else "") + (
-        f" · ranked by {by}" + (" (lower is better)" if lower_is_better(by) else " (higher is better)") if by else "")
+        f" · {rank_rule(g)}" if by else "")
+
+
+def rank_rule(g: pd.DataFrame) -> str:
+    """How the table's rank column was made, for its heading."""
+    by = g["ranked_by"].iloc[0] if "ranked_by" in g else ""
+    if not by:
+        return ""
+    rule = f"rank: by {by} ({'lower' if lower_is_better(by) else 'higher'} is better)"
+    if has_intervals(g, by):
+        return rule + (f", {_ci_level(g):.0%} intervals; rows whose interval overlaps the best's share rank 1, "
+                       "any other row is 1 + the number of rows whose interval lies wholly on its better side")
+    return rule + "; no intervals, equal values share a rank"
+
+
+def table_notes(g: pd.DataFrame) -> list[str]:
+    """What a reader needs to read the intervals of one table."""
+    if _reported(g):
+        return ["Published numbers: the papers give no intervals, so none is shown (ranked by value)."]
+    metrics = [m for m in display_columns(g) if has_intervals(g, m)]
+    if not metrics:
+        return []
+    notes = [f"Each number is followed by its {_ci_level(g):.0%} interval [low, high] over the sampling noise "
+             "of the generated images (pipeline.metrics.intervals); digits are rounded to the interval's precision."]
+    if any(m.startswith(("fd_", "fid")) for m in metrics):
+        notes.append("FD/FID intervals are bias-corrected (grouped jackknife, FID-infinity style): they bracket "
+                     "the distance at N -> infinity and can lie below the N-image number.")
+    return notes
 
 
 def to_markdown(ranked: pd.DataFrame) -> str:
-    """One Markdown table per (dataset, protocol)."""
+    """One Markdown table per (dataset, protocol); a metric with an interval reads `12.3 [11.8, 12.9]`."""
     if ranked.empty:
         return "_no evaluated configurations_\n"
     lines = []
     for key, g in groups(ranked):
         cols = display_columns(g)
-        lines += [f"### {_heading(key, g)}", "", "| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |",
+        metrics = set(metric_columns(g))
+        lines += [f"### {_heading(key, g)}", ""] + [f"_{note}_" for note in table_notes(g)]
+        lines += [""] if table_notes(g) else []
+        lines += ["| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |",
                   "| " + " | ".join("---" for _ in cols) + " |"]
         for _, row in g.iterrows():
-            lines.append("| " + " | ".join(_fmt(row.get(c), c) for c in cols) + " |")
+            lines.append("| " + " | ".join(_cell(row, c, metrics) for c in cols) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
+def table_columns(ranked: pd.DataFrame) -> list[str]:
+    """The columns of the machine-readable table (CSV, MLflow): dataset, protocol, source, the
+    displayed columns, and each metric's interval columns right after it."""
+    if ranked.empty:
+        return []
+    cols = ["dataset", "protocol", "source"]
+    for c in display_columns(ranked):
+        cols += [c] + ([x for x in ci_columns(c) if x in ranked] if c in set(metric_columns(ranked)) else [])
+    return cols
+
+
 def to_csv(ranked: pd.DataFrame) -> str:
-    cols = ["dataset", "protocol", "source"] + display_columns(ranked) if not ranked.empty else []
+    cols = table_columns(ranked)
     return ranked[cols].to_csv(index=False) if cols else ""
 
 
@@ -89,6 +182,7 @@ table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;white-space:nowrap}
 th{background:#f2f2f2} tr:nth-child(even) td{background:#fafafa}
 td.text{text-align:left} .reported td{color:#555;font-style:italic}
+td .ci{display:block;font-size:.8em;color:#666} p.note{font-size:.85em;color:#444;margin:.3em 0}
 figure{display:inline-block;margin:.5em;vertical-align:top;max-width:100%}
 figcaption{font-size:.8em;text-align:center}
 figure img{max-width:100%;height:auto} img.grid{image-rendering:pixelated}
@@ -116,10 +210,21 @@ def _figures(images: dict[str, bytes], grid: bool = False) -> list[str]:
     return out
 
 
+def _html_cell(row: Any, column: str, metrics: set[str]) -> str:
+    """A metric's interval goes on a small second line of its cell (the column stays narrow)."""
+    text = " class=text" if column in ("model", "guidance", "sampler", "notes") else ""
+    if column not in metrics:
+        return f"<td{text}>{html.escape(_fmt(row.get(column), column))}</td>"
+    value, interval = metric_text(row, column)
+    below = f"<span class='ci'>{html.escape(interval)}</span>" if interval else ""
+    return f"<td>{html.escape(value)}{below}</td>"
+
+
 def to_html(ranked: pd.DataFrame, plots: Optional[dict[str, bytes]] = None,
             grids: Optional[dict[str, bytes]] = None, title: str = "Leaderboard",
             plot_sections: Optional[list[tuple[str, dict[str, bytes]]]] = None) -> str:
-    """A self-contained page: inline CSS, the tables, plots and sample grids as data URIs.
+    """A self-contained page: inline CSS, the tables (each metric's interval under its value),
+    plots and sample grids as data URIs.
 
     `plot_sections` are (heading, plots) in reading order, e.g. one per table; `plots` without a
     heading come first. Wide tables scroll sideways in their own box; figures shrink to the page."""
@@ -132,12 +237,12 @@ def to_html(ranked: pd.DataFrame, plots: Optional[dict[str, bytes]] = None,
     for key, g in groups(ranked):
         cols = display_columns(g)
         cls = " class='reported'" if (g["source"] == "reported").all() else ""
-        out += [f"<h2>{esc(_heading(key, g))}</h2>", f"<div class='wide'><table{cls}><thead><tr>"]
+        metrics = set(metric_columns(g))
+        out += [f"<h2>{esc(_heading(key, g))}</h2>"] + [f"<p class='note'>{esc(n)}</p>" for n in table_notes(g)]
+        out += [f"<div class='wide'><table{cls}><thead><tr>"]
         out += [f"<th>{esc(HEADERS.get(c, c))}</th>" for c in cols] + ["</tr></thead><tbody>"]
         for _, row in g.iterrows():
-            cells = [f"<td{' class=text' if c in ('guidance', 'sampler') else ''}>{esc(_fmt(row.get(c), c))}</td>"
-                     for c in cols]
-            out.append("<tr>" + "".join(cells) + "</tr>")
+            out.append("<tr>" + "".join(_html_cell(row, c, metrics) for c in cols) + "</tr>")
         out.append("</tbody></table></div>")
     sections = ([("", plots)] if plots else []) + [(h, p) for h, p in plot_sections or [] if p]
     if sections:

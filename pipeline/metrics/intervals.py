@@ -175,22 +175,36 @@ def recall_interval(recall: float, recall_without: np.ndarray, group_sizes: np.n
 # Comparisons (what the leaderboard's shared ranks and the full round's selection use)
 
 
+def _number(value) -> float:
+    """A float, NaN for a missing value (None, NaN of any float type, pandas' NA)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def intervals_overlap(low_a: float, high_a: float, low_b: float, high_b: float) -> bool:
     """Whether [low_a, high_a] and [low_b, high_b] share a point. A missing bound (None / NaN) is
     unbounded on that side, so a number without an interval is never called different."""
     def bound(value, default):
-        return default if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+        number = _number(value)
+        return default if math.isnan(number) else number
 
     return bound(low_a, -math.inf) <= bound(high_b, math.inf) and bound(low_b, -math.inf) <= bound(high_a, math.inf)
 
 
+def _floats(values) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except TypeError:  # a missing value numpy cannot convert (pandas' NA)
+        return np.asarray([_number(v) for v in values], dtype=np.float64)
+
+
 def _arrays(values, lows, highs):
-    v = np.asarray(values, dtype=np.float64)
-    lo = np.where(np.isnan(np.asarray(lows, dtype=np.float64)), -np.inf, np.asarray(lows, dtype=np.float64))
-    hi = np.where(np.isnan(np.asarray(highs, dtype=np.float64)), np.inf, np.asarray(highs, dtype=np.float64))
+    v, lo, hi = _floats(values), _floats(lows), _floats(highs)
     if not v.shape == lo.shape == hi.shape or v.ndim != 1:
         raise ValueError(f"values, lows and highs must be 1-D of one length: {v.shape}, {lo.shape}, {hi.shape}")
-    return v, lo, hi
+    return v, np.where(np.isnan(lo), -np.inf, lo), np.where(np.isnan(hi), np.inf, hi)
 
 
 def not_clearly_worse(values, lows, highs, lower_is_better: bool) -> np.ndarray:
@@ -208,15 +222,21 @@ def not_clearly_worse(values, lows, highs, lower_is_better: bool) -> np.ndarray:
 
 
 def shared_ranks(values, lows, highs, lower_is_better: bool) -> np.ndarray:
-    """Competition ranks (1 = best) where a row whose interval overlaps that of a better-placed row
-    takes the place of the best-placed such row; so exactly the rows not clearly worse than the best
-    are ranked 1, and a rank is never shared with a row clearly better. Rows without a value get 0."""
+    """Ranks (1 = best) that only separate rows whose intervals do: a row whose interval overlaps
+    the best row's is ranked 1 (exactly the rows `not_clearly_worse`); any other row is ranked
+    1 + the number of rows clearly better than it (their interval lies wholly on the better
+    side of its own). So below rank 1 a rank is never shared with a clearly better row (whatever
+    is clearly better than that row is clearly better than this one too, and so is that row);
+    rank 1 can hold two rows that differ from each other when the best's interval is wide. Rows
+    without a value get 0; a row without an interval is never clearly better or worse."""
     v, lo, hi = _arrays(values, lows, highs)
     ranks = np.zeros(v.shape, dtype=np.int64)
     present = np.flatnonzero(~np.isnan(v))
-    order = present[np.argsort(v[present] if lower_is_better else -v[present], kind="stable")]
-    for position, row in enumerate(order):
-        overlapping = [p for p, earlier in enumerate(order[:position])
-                       if lo[row] <= hi[earlier] and lo[earlier] <= hi[row]]
-        ranks[row] = (overlapping[0] if overlapping else position) + 1
+    if present.size == 0:
+        return ranks
+    first = not_clearly_worse(v, lo, hi, lower_is_better)
+    # better[x, r]: row x's interval lies wholly on the better side of row r's
+    better = hi[present][:, None] < lo[present][None, :] if lower_is_better else (
+        lo[present][:, None] > hi[present][None, :])
+    ranks[present] = np.where(first[present], 1, 1 + better.sum(axis=0))
     return ranks

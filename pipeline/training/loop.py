@@ -43,12 +43,34 @@ def mean_across_workers(value: torch.Tensor) -> float:
     return float(value)
 
 
+def any_worker(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` is set on any rank (every rank must call it at the same step; `device` is
+    the rank's training device, where NCCL wants the tensor)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+    return flag
+
+
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()):
             e.lerp_(p.detach(), 1.0 - decay)
         for e, b in zip(ema.buffers(), model.buffers()):
             e.copy_(b)
+
+
+def worker_nodes(rank: int, world: int, since_nimg: int) -> list[dict]:
+    """Every rank's Ray node (pipeline.resources.this_node), gathered on every rank, in rank order."""
+    from pipeline.resources import this_node
+
+    mine = {"rank": rank, **this_node(), "since_nimg": since_nimg}
+    if not (dist.is_available() and dist.is_initialized() and world > 1):
+        return [mine]
+    every: list = [None] * world
+    dist.all_gather_object(every, mine)
+    return every
 
 
 def maybe_crash(crash: WorkerCrash | None, rank: int, nimg: int) -> None:
@@ -101,7 +123,7 @@ def train_loop(config: dict) -> None:
     import ray.train.torch
     from ray.train import Checkpoint
 
-    from pipeline.data.loader import StreamSpec, make_loader
+    from pipeline.data.loader import ShardIntegrityError, StreamSpec, make_loader
 
     spec: TrainSpec = config["spec"]
     task: Task = config["task"]
@@ -126,6 +148,7 @@ def train_loop(config: dict) -> None:
         model.load_state_dict(state.model)
         task.load_state_dict(state.task)
         state.resumes.append(state.nimg)
+    state.workers = [*state.workers, *worker_nodes(rank, world, state.nimg)]
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=device)  # moves `model`; DDP when world > 1
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
     emas = [copy.deepcopy(model).requires_grad_(False) for _ in spec.ema_decays]
@@ -159,7 +182,18 @@ def train_loop(config: dict) -> None:
     extras: dict[str, list[float]] = {}  # task.step_metrics() summed over the log window
     ddp_model.train()
     while state.nimg < total:
-        images, labels = next(batches)
+        # A shard that differs from its manifest cannot heal: rather than raise (Ray Train would
+        # restart the workers max_failures times to read it again), every rank stops at this step
+        # and the driver raises the error from the file the failing rank wrote.
+        try:
+            images, labels = next(batches)
+            data_error = None
+        except ShardIntegrityError as error:
+            data_error = error
+        if any_worker(data_error is not None, device):
+            if data_error is not None:
+                write_stop_reason(config["integrity_file"], str(data_error))
+            return
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         lr = lr_at(spec, state.nimg + spec.batch_size)
         for group in optimizer.param_groups:

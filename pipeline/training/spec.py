@@ -65,7 +65,7 @@ class TrainSpec:
     def units(self) -> Units:
         """What each training worker asks Ray for, and how many run at once."""
         return Units("training worker", self.num_workers, cpus=self.cpus_per_worker, gpus=1.0 if self.use_gpu else 0.0,
-                     knob="num_workers")
+                     knob="num_workers", gpu_knob="use_gpu")
 
     def validate(self) -> None:
         if self.num_workers < 1:

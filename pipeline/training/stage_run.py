@@ -9,21 +9,24 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pipeline.resources import Placement
+from pipeline.resources import Placement, node_tags
 from pipeline.training.spec import TrainSpec
 from pipeline.training.task import Task
 from pipeline.training.trainer import TrainResult, fit
 
 
-def fit_in_stage(ctx, cluster_cfg, task: Task, spec: TrainSpec, data: str, name: str) -> TrainResult:
+def fit_in_stage(ctx, cluster_cfg, task: Task, spec: TrainSpec, data: str, name: str,
+                 tag_prefix: str = "") -> TrainResult:
     """`fit` with Ray Train's run directory `name` inside the stage's partial output, so a
     re-run of an interrupted stage resumes from its checkpoints; it waits for the cluster as
-    `cluster_cfg` (the `cluster` config section) says."""
+    `cluster_cfg` (the `cluster` config section) says. The nodes and node types its workers ran
+    on become MLflow tags (`<tag_prefix>node_ids`, `<tag_prefix>node_types`)."""
     placement = Placement.from_config(cluster_cfg, stage=ctx.label, log=ctx.log)
     ctx.log(f"{spec.units.describe()}, {spec.precision}, {spec.kimg:g} kimg at a global batch of {spec.batch_size}")
     result = fit(task, spec, data, ctx.out.local_path or ctx.out.uri, name=name, placement=placement)
     if result.state.resumes:
         ctx.log(f"resumed from checkpoints at {result.state.resumes} images seen")
+    ctx.set_tags(node_tags(result.state.workers, tag_prefix))
     return result
 
 
@@ -70,4 +73,5 @@ def summary(result: TrainResult, spec: TrainSpec) -> dict[str, Any]:
         "images_per_s": sum(images_per_s) / len(images_per_s) if images_per_s else None,
         "train_seconds": round(result.seconds, 2), "num_workers": spec.num_workers, "seed": spec.seed,
         "resumed_from_nimg": state.resumes, "precision": spec.precision, "use_gpu": spec.use_gpu,
+        "units": state.workers,  # where each worker ran: rank, node_id, node_type, since_nimg
     }

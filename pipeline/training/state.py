@@ -1,7 +1,7 @@
 """The training state a checkpoint holds: model, EMA copies, optimizer, the precision and the
-fp16 loss scaler, images seen, the history so far and the task's extra state. No RNG state:
-step randomness is derived from (seed, rank, images seen). Saved by rank 0, loaded with
-weights_only=True."""
+fp16 loss scaler, images seen, the history so far, the Ray nodes its workers ran on and the
+task's extra state. No RNG state: step randomness is derived from (seed, rank, images seen).
+Saved by rank 0, loaded with weights_only=True."""
 from __future__ import annotations
 
 import io
@@ -27,6 +27,8 @@ class TrainState:
     records: list[dict[str, float]] = field(default_factory=list)  # periodic: nimg, loss, images/s, lr, grad norm
     snapshots: dict[str, dict] = field(default_factory=dict)  # str(nimg) -> first EMA's weights (spec.snapshot_kimg)
     resumes: list[int] = field(default_factory=list)  # images seen at each resume from a checkpoint
+    # where the workers ran: {rank, node_id, node_type, since_nimg} per rank, for the first start and each resume
+    workers: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self, directory: str) -> str:
         path = os.path.join(directory, STATE_FILE)

@@ -3,6 +3,7 @@ TorchTrainer with the stage's partial output as storage (so a re-run resumes fro
 checkpoints), and hand back the final training state."""
 from __future__ import annotations
 
+import functools
 import posixpath
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pipeline.training.task import Task
 
 
 STOP_FILE = "stopped_early.txt"
+INTEGRITY_FILE = "shard_integrity_error.txt"  # a worker read a shard that differs from its manifest
 
 
 class NonFiniteLossError(RuntimeError):
@@ -70,6 +72,36 @@ def check_shards(data: str, split: str, readers: int = 1) -> int:
     return dataset.num_images(split)
 
 
+@functools.lru_cache(maxsize=None)
+def _trainer_class():
+    """TorchTrainer that leaves SIGINT to the caller: Ray Train V2's fit, in the main thread,
+    installs its own SIGINT handler (never restored) that aborts the run and exits 0. This one
+    keeps the controller's handle instead, so `_fit_abortably` can stop it on any interruption."""
+    from ray.train.torch import TorchTrainer
+
+    class AbortableTorchTrainer(TorchTrainer):
+        controller = None
+
+        def _register_sigint_handler(self, controller):
+            self.controller = controller
+
+    return AbortableTorchTrainer
+
+
+def _fit_abortably(trainer) -> None:
+    """`trainer.fit()`; when interrupted (SIGTERM/SIGINT arrive as KeyboardInterrupt), the
+    controller is killed at once, and with it the worker group it owns. Checkpoints written so
+    far stay in the run directory for the next attempt."""
+    import ray
+
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        if trainer.controller is not None:
+            ray.kill(trainer.controller, no_restart=True)
+        raise
+
+
 def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train",
         placement: Optional[Placement] = None) -> TrainResult:
     """Train `task` on the shard directory `data` (path or URI). `storage` (a local path or a
@@ -77,7 +109,6 @@ def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train
     name resumes from the last one. `placement` says how to wait for the cluster (default: a
     local instance that never grows)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
-    from ray.train.torch import TorchTrainer
 
     from pipeline.store import resolve
 
@@ -87,15 +118,18 @@ def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train
     check_shards(data, spec.split, readers=spec.num_workers * max(1, spec.loader_workers))
     scaling = place_workers(spec, placement)
     run_dir = posixpath.join(storage.rstrip("/"), name)
-    stop_file = posixpath.join(run_dir, STOP_FILE)
+    stop_file, integrity_file = posixpath.join(run_dir, STOP_FILE), posixpath.join(run_dir, INTEGRITY_FILE)
     stop_fs, stop_path = resolve(stop_file)
-    if stop_fs.get_file_info(stop_path).is_file:  # left by an earlier stopped attempt
-        stop_fs.delete_file(stop_path)
+    integrity_path = resolve(integrity_file)[1]
+    for path in (stop_path, integrity_path):
+        if stop_fs.get_file_info(path).is_file:  # left by an earlier stopped attempt
+            stop_fs.delete_file(path)
     started = time.time()
-    trainer = TorchTrainer(
+    trainer = _trainer_class()(
         train_loop,
         train_loop_config={"spec": spec, "task": task, "data": data, "run_dir": run_dir,
-                           "stop_file": stop_file, "stage": placement.stage, "require_cuda": placement.require_cuda},
+                           "stop_file": stop_file, "integrity_file": integrity_file, "stage": placement.stage,
+                           "require_cuda": placement.require_cuda},
         **scaling,
         run_config=RunConfig(
             name=name, storage_path=storage,
@@ -103,7 +137,13 @@ def fit(task: Task, spec: TrainSpec, data: str, storage: str, name: str = "train
             checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),
         ),
     )
-    trainer.fit()
+    _fit_abortably(trainer)
+    if stop_fs.get_file_info(integrity_path).is_file:
+        from pipeline.data.loader import ShardIntegrityError
+
+        with stop_fs.open_input_stream(integrity_path) as f:
+            raise ShardIntegrityError(f"{f.read().decode()} (found while training; not retried: re-reading cannot "
+                                      "heal it). Re-run the shard stage (--force shard) to rebuild the shards")
     if stop_fs.get_file_info(stop_path).is_file:
         with stop_fs.open_input_stream(stop_path) as f:
             raise NonFiniteLossError(f"{f.read().decode()} in {run_dir}")

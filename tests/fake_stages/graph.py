@@ -4,7 +4,8 @@
            └─► evalnet ────────────┘
 
 `FAKE_KILL_AT=<stage>` makes that stage SIGKILL its own process after writing its first file;
-`FAKE_SLEEP=<seconds>` makes `source` sleep (so a test can signal the process mid-stage).
+`FAKE_SLEEP=<seconds>` makes `source` sleep (so a test can signal the process mid-stage);
+`FAKE_WAIT_FOR=<path>` makes it wait until that file exists (so a test decides when it goes on).
 """
 from __future__ import annotations
 
@@ -45,4 +46,7 @@ def maybe_sleep():
     seconds = float(os.environ.get("FAKE_SLEEP", "0"))
     deadline = time.time() + seconds
     while time.time() < deadline:
+        time.sleep(0.05)
+    gate = os.environ.get("FAKE_WAIT_FOR")
+    while gate and not os.path.exists(gate):
         time.sleep(0.05)

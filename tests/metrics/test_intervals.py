@@ -186,8 +186,8 @@ def test_comparisons_overlap_not_clearly_worse_and_shared_ranks():
     lows = [0.9, 1.05, 1.4, 1.15, np.nan]
     highs = [1.1, 1.35, 1.6, 1.45, np.nan]
     assert ci.not_clearly_worse(values, lows, highs, lower_is_better=True).tolist() == [True, True, False, False, False]
-    # row 3 overlaps row 1 but not the best: it takes row 1's place (2), not rank 1; row 2 overlaps
-    # only row 3, so it takes row 3's own place (3)
+    # row 3 overlaps row 1 but not the best: one row (the best) is clearly better, so rank 2; row 2
+    # overlaps only row 3: two rows are clearly better, rank 3
     assert ci.shared_ranks(values, lows, highs, lower_is_better=True).tolist() == [1, 1, 3, 2, 0]
     # higher is better (precision-like)
     assert ci.shared_ranks([0.5, 0.7, 0.69], [0.45, 0.68, 0.6], [0.55, 0.72, 0.75], False).tolist() == [3, 1, 1]
@@ -195,3 +195,37 @@ def test_comparisons_overlap_not_clearly_worse_and_shared_ranks():
         False, True, True]
     with pytest.raises(ValueError):
         ci.shared_ranks([1.0, 2.0], [1.0], [2.0, 3.0], True)
+
+
+def test_shared_ranks_never_tie_a_row_with_one_clearly_better_below_rank_1():
+    # B's wide interval overlaps both C and D, which are clearly apart: C and D must not share a rank
+    values, lows, highs = [1.0, 2.0, 2.1, 3.5], [0.9, 1.5, 1.95, 3.4], [1.1, 4.0, 2.25, 3.6]
+    ranks = ci.shared_ranks(values, lows, highs, lower_is_better=True)
+    assert ranks.tolist() == [1, 2, 2, 3]
+    # and in general, on random intervals: rank 1 is exactly "not clearly worse", and a row clearly
+    # better than another below rank 1 always has the smaller rank
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        v = rng.normal(size=12)
+        half = rng.uniform(0.05, 1.0, size=12)
+        lo, hi = v - half, v + half * rng.uniform(0.5, 1.5, size=12)
+        for lower in (True, False):
+            r = ci.shared_ranks(v, lo, hi, lower)
+            assert ((r == 1) == ci.not_clearly_worse(v, lo, hi, lower)).all()
+            for a in range(12):
+                for b in range(12):
+                    clearly = hi[a] < lo[b] if lower else lo[a] > hi[b]
+                    if clearly and r[b] > 1:
+                        assert r[a] < r[b]
+
+
+def test_comparisons_take_missing_values_of_any_kind():
+    import pandas as pd
+
+    assert ci.intervals_overlap(1.0, 2.0, np.float32("nan"), 3.0)  # a float32 NaN is missing, not a bound
+    assert ci.intervals_overlap(1.0, 2.0, pd.NA, pd.NA)
+    assert not ci.intervals_overlap(1.0, 2.0, np.float32(2.5), 3.0)
+    lows = pd.array([0.9, pd.NA, 1.4], dtype="Float64")
+    highs = pd.array([1.1, pd.NA, 1.6], dtype="Float64")
+    assert ci.not_clearly_worse([1.0, 1.7, 1.5], lows, highs, True).tolist() == [True, True, False]
+    assert ci.shared_ranks([1.0, 1.7, 1.5], lows, highs, True).tolist() == [1, 1, 2]

@@ -2,7 +2,8 @@
 from pipeline.graph import StageSpec
 
 STAGE = StageSpec(name="train_classifier", version="test-1", reads=("classifier", "diffusion", "data"),
-                  inputs=("shard",))
+                  inputs=("shard",),
+                  outputs=("classifier.pt", "classifier.json"))
 
 
 def run(ctx, cfg, inputs):

@@ -2,7 +2,8 @@
 from pipeline.graph import StageSpec
 
 STAGE = StageSpec(name="train_diffusion", version="test-1", reads=("model", "diffusion", "train", "data"),
-                  inputs=("shard",), fan_out=("train.p_uncond",))
+                  inputs=("shard",), fan_out=("train.p_uncond",),
+                  outputs=("model.pt", "model.json", "guide/model.pt", "guide/model.json"))
 
 
 def unet_kwargs(cfg, base_channels: int) -> dict:

@@ -1,7 +1,8 @@
 """Random-weight EvalNet (the offline feature space)."""
 from pipeline.graph import StageSpec
 
-STAGE = StageSpec(name="train_evalnet", version="test-1", reads=("evalnet",), inputs=("shard",))
+STAGE = StageSpec(name="train_evalnet", version="test-1", reads=("evalnet",), inputs=("shard",),
+                  outputs=("evalnet.pt", "evalnet.json"))
 
 
 def run(ctx, cfg, inputs):

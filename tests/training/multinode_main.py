@@ -1,6 +1,7 @@
 """Run by test_multinode.py in its own process: a two-node Ray cluster simulated on this machine
 (ray.cluster_utils.Cluster, one CPU per node), DiffusionTask with one worker per node. Prints
-one JSON line: the per-rank records of ShardRecordingTask and the final state's summary."""
+one JSON line: the per-rank records of ShardRecordingTask and the final state's summary, with
+where the state says each rank ran."""
 import json
 import sys
 import tempfile
@@ -27,7 +28,8 @@ def main(data: str) -> None:
         state = fit(task, spec, data, tempfile.mkdtemp(prefix="multinode-storage-")).state
         records = [json.load(open(f"{out}/rank{r}.json")) for r in range(2)]
         nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-        print(json.dumps({"records": records, "nimg": state.nimg, "steps": len(state.losses), "nodes": nodes}))
+        print(json.dumps({"records": records, "nimg": state.nimg, "steps": len(state.losses), "nodes": nodes,
+                          "workers": state.workers}))
     finally:
         ray.shutdown()
         cluster.shutdown()

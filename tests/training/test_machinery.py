@@ -53,6 +53,12 @@ def test_killed_worker_resumes_exactly(digits_shards, uninterrupted, tmp_path):
     assert marker.exists()
     assert resumed.resumes == [1280]  # the newest checkpoint before the crash at 1600
     assert_same_training(resumed, uninterrupted)
+    # where the workers ran, for the first start and for the resume (the local instance's one node)
+    import ray
+
+    head = {"node_id": ray.get_runtime_context().get_node_id(), "node_type": "head"}
+    assert uninterrupted.workers == [{"rank": r, **head, "since_nimg": 0} for r in (0, 1)]
+    assert resumed.workers == [{"rank": r, **head, "since_nimg": n} for n in (0, 1280) for r in (0, 1)]
 
 
 @pytest.mark.slow

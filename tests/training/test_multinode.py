@@ -15,6 +15,10 @@ def test_two_nodes_one_worker_each_disjoint_shards(digits_shards):
     a, b = sorted(result["records"], key=lambda r: r["rank"])
     assert len(set(result["nodes"])) == 2
     assert {a["node"], b["node"]} == set(result["nodes"])  # one worker on each node
+    # the state records where each rank ran, gathered across the nodes (node types: no autoscaler labels here)
+    assert [(w["rank"], w["node_id"], w["since_nimg"]) for w in result["workers"]] == [(0, a["node"], 0),
+                                                                                     (1, b["node"], 0)]
+    assert sorted(w["node_type"] for w in result["workers"]) == ["head", "worker"]
     assert a["first_batch_matches"] and b["first_batch_matches"]  # the loop streams what the loader gives the rank
     assert a["first_batch_sum"] != b["first_batch_sum"]
     shards = {e.name for e in ShardedDataset(digits_shards).shards("train")}

@@ -132,3 +132,20 @@ def test_shard_plans_its_parallelism_from_the_data(digits_shards):
         summary = json.load(f)["summary"]
     shards = summary["num_shards_train"] + summary["num_shards_val"]
     assert shards > 2 and summary["num_tasks"] == shards
+
+
+def test_a_local_instance_without_enough_gpus_is_refused_before_ray_starts_pools_need_one_unit():
+    from dataclasses import replace
+
+    from pipeline.config import ClusterConfig
+    from pipeline.resources import gpus_a_local_instance_lacks
+
+    one_gpu = replace(ClusterConfig(), num_gpus=1, address=None)
+    workers = Units("training worker", 2, gpus=1.0, knob="train.num_workers", gpu_knob="train.use_gpu")
+    pool = Units("sampler actor", 2, gpus=1.0, knob="sample.num_actors", gpu_knob="sample.use_gpu", pool=True)
+    trials = Units("sweep trial", None, per="configuration")
+    assert "need 2 GPUs but this machine's private Ray instance has 1" in gpus_a_local_instance_lacks(workers, one_gpu)
+    assert gpus_a_local_instance_lacks(pool, one_gpu) is None  # the pool starts the one that fits
+    assert gpus_a_local_instance_lacks((trials, pool), one_gpu) is None
+    no_gpu = replace(one_gpu, num_gpus=0)
+    assert "(sample.use_gpu) need 1 GPU" in gpus_a_local_instance_lacks((trials, pool), no_gpu)

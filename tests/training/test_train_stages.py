@@ -84,6 +84,16 @@ def test_train_diffusion_writes_the_ema_model_guide_grids_and_logs(run_pipeline,
     name, version = summary["registered_model"].rsplit("/", 1)
     assert client.get_model_version(name, version).run_id == run.info.run_id
 
+    # where its workers ran (the local instance's one node): in the summary and as tags of the run
+    import ray
+
+    head = ray.get_runtime_context().get_node_id()
+    assert summary["units"] == [{"rank": r, "node_id": head, "node_type": "head", "since_nimg": 0} for r in (0, 1)]
+    assert summary["guide_units"] == summary["units"]
+    tags = run.data.tags
+    assert (tags["node_ids"], tags["node_types"], tags["guide.node_ids"], tags["guide.node_types"]) == (
+        head, "head", head, "head")
+
     assert run_pipeline("--stages", "train_diffusion", *TINY_UNET, *TINY_TRAIN) == 0  # cached
 
 

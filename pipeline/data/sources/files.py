@@ -1,6 +1,7 @@
 """Listing image files under a directory of a pyarrow filesystem."""
 from __future__ import annotations
 
+import os
 import posixpath
 
 import pyarrow.fs as pafs
@@ -34,3 +35,22 @@ def exists(fs: pafs.FileSystem, path: str, kind: pafs.FileType | None = None) ->
 def stem(name: str) -> str:
     base = posixpath.basename(name)
     return base.split(".", 1)[0] if not base.startswith(".") else base
+
+
+def outside_root(fs: pafs.FileSystem, root: str, paths) -> set[str]:
+    """The `paths` under `root` whose real location, after following symlinks (of the file or of
+    any folder above it), is outside `root`. Only a local filesystem has symlinks; one lstat per
+    file and one realpath per folder."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return set()
+    real_root = os.path.realpath(root)
+    real_dirs: dict[str, str] = {}
+    escaped = set()
+    for path in paths:
+        folder = os.path.dirname(path)
+        if folder not in real_dirs:
+            real_dirs[folder] = os.path.realpath(folder)
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_dirs[folder], os.path.basename(path))
+        if os.path.commonpath([real_root, real]) != real_root:
+            escaped.add(path)
+    return escaped

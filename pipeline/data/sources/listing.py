@@ -72,6 +72,25 @@ def relative_origins(listing: Listing, root: str) -> None:
     listing.errors = [dataclasses.replace(e, origin=relative(e.origin)) for e in listing.errors]
 
 
+def reject_links_outside(listing: Listing, fs: pafs.FileSystem, root: str) -> None:
+    """Records whose file a symlink places outside the dataset root become errors (reason
+    outside_root), so a tree cannot pull in files from elsewhere on the machine unnoticed."""
+    from pipeline.data.sources.files import outside_root
+
+    paths = {r.locator.path for r in listing.records if hasattr(r.locator, "path")}
+    escaped = outside_root(fs, root, paths)
+    if not escaped:
+        return
+    kept = []
+    for r in listing.records:
+        if getattr(r.locator, "path", None) in escaped:
+            listing.errors.append(InputError(r.split, r.origin, "outside_root",
+                                             f"a symlink leads outside the data root {root}; not read", r.key))
+        else:
+            kept.append(r)
+    listing.records = kept
+
+
 def cap_per_class(records: list[Record], max_per_class: int | None) -> list[Record]:
     """Keep the first max_per_class records (in key order) of each (split, class)."""
     if max_per_class is None:
@@ -121,6 +140,7 @@ def list_source(
             from pipeline.data.sources.parquet import list_parquet
 
             listing = list_parquet(filesystem, path)
+        reject_links_outside(listing, filesystem, path)
         relative_origins(listing, path)
     listing.records = cap_per_class(listing.records, max_images_per_class)
     listing.records.sort(key=lambda r: (r.split, r.key))
@@ -128,3 +148,41 @@ def list_source(
     if len(set(keys)) != len(keys):
         raise AssertionError("source produced duplicate keys")  # readers call unique_keys
     return listing
+
+
+# ----------------------------------------------------------------------------------------------
+# Sizes known before listing (the capacity plan of `--dry-run` reads no dataset)
+
+ILSVRC2012_TRAIN, ILSVRC2012_VAL, ILSVRC2012_CLASSES = 1_281_167, 50_000, 1000
+
+
+@dataclass(frozen=True)
+class ExpectedSize:
+    train: int
+    val: int
+    classes: int
+    exact: bool  # False: an upper bound (ImageNet under max_images_per_class: some classes have fewer)
+
+
+def expected_size(data) -> ExpectedSize | None:
+    """The images a `data` config section will list, without reading the dataset: digits are
+    listed (in memory, quick), generated trees counted from their settings, the ImageNet layouts
+    are ILSVRC2012 (1,281,167 train, 50,000 val, 1000 classes); None for imagefolder and parquet."""
+    cap = data.max_images_per_class
+
+    def capped(per_class: int) -> int:
+        return per_class if cap is None else min(per_class, cap)
+
+    if data.source == "digits":
+        listing = list_source("digits", None, val_fraction=data.val_fraction, seed=data.seed,
+                              max_images_per_class=cap)
+        return ExpectedSize(len(listing.split("train")), len(listing.split("val")), len(listing.classes.wnids), True)
+    if data.source == "generated":
+        g = data.generated
+        return ExpectedSize(g.num_classes * capped(g.train_per_class), g.num_classes * capped(g.val_per_class),
+                            g.num_classes, True)
+    if data.source in ("imagenet_kaggle", "imagenet_tars"):
+        at_most = ILSVRC2012_CLASSES * cap if cap is not None else ILSVRC2012_TRAIN
+        return ExpectedSize(min(ILSVRC2012_TRAIN, at_most), min(ILSVRC2012_VAL, at_most), ILSVRC2012_CLASSES,
+                            exact=cap is None)
+    return None
