@@ -82,7 +82,7 @@ def run(ctx, cfg, inputs):
     import json
 
     from pipeline.generation.pool import Pool
-    from pipeline.generation.workers import WorkerSpec
+    from pipeline.generation.workers import WorkerSpec, where_tags
     from pipeline.resources import Placement
     from pipeline.sweep_space import configurations, select_full_round, selection_metric
     from stages.sweep_trial import FULL, SCREEN, TrialInputs
@@ -124,7 +124,11 @@ def run(ctx, cfg, inputs):
     with ctx.out.local_file(TRIALS) as path:
         ctx.log_artifact(path)
     nodes = sorted({n for row in rows for n in json.loads(row.get("sample_nodes") or "{}") if n})
-    ctx.set_tags({"units.sample_nodes": ",".join(nodes)[:5000]})
+    chunks = list({(row["config_id"], unit["chunk"]): unit  # the full round's rows list the screened chunks again
+                   for row in rows for unit in json.loads(row.get("sample_units") or "[]")}.values())
+    features = [unit for row in rows for unit in json.loads(row.get("feature_units") or "[]")]
+    ctx.set_tags({"units.sample_nodes": ",".join(nodes)[:5000], **where_tags(chunks, "units.chunks"),
+                  **where_tags(features, "units.features")})
     ctx.log_metrics({"configurations": len(configs), "trials": len(rows), "full_configurations": len(chosen),
                      "sample_nodes": len(nodes)})
     return {"configurations": len(configs), "trials": len(rows), "screen_images": sw.screen_images,
@@ -213,7 +217,8 @@ class TrialLogger:
             return
         tags = {**trial_run_tags(row, fidelity), "pipeline.stage": "sweep", "store.key": self.ctx.key,
                 **{f"units.{k}": str(row.get(k) or "")[:5000] for k in ("node_id", "node_type", "sample_nodes",
-                                                                         "sample_node_types", "feature_nodes")}}
+                                                                         "sample_node_types", "feature_nodes",
+                                                                         "feature_node_types")}}
         params = {**trial_row(SamplerConfig.from_dict(row)),
                   **{k: row[k] for k in ("num_images", "nfe", "fidelity", "device")}}
         metrics = {k: v for k, v in row.items() if k not in params and isinstance(v, (int, float))

@@ -149,6 +149,7 @@ def run_trial(config: SamplerConfig, fidelity: str, num_images: int, inputs: Tri
         "sample_nodes": json.dumps(count_by(made, "node_id"), sort_keys=True),
         "sample_node_types": json.dumps(count_by(made, "node_type"), sort_keys=True),
         "feature_nodes": json.dumps(count_by(features, "node_id"), sort_keys=True),
+        "feature_node_types": json.dumps(count_by(features, "node_type"), sort_keys=True),
         "sample_units": json.dumps(made, sort_keys=True), "feature_units": json.dumps(features, sort_keys=True),
         **{k: _plain(v) for k, v in metrics.items()},
     }

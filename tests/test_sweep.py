@@ -76,6 +76,25 @@ def test_sweep_and_leaderboard_through_the_runner(run_pipeline, workdir, capsys)
     assert {r.info.run_id for r in trial_runs} == set(trials["mlflow_run_id"])
     assert all(r.info.status == "FINISHED" and "fd_evalnet" in r.data.metrics for r in trial_runs)
 
+    # where every chunk and feature task ran: in the trials' rows and on their runs and the stage's
+    from pipeline.generation import plan_chunks
+
+    chunks = {}
+    for _, row in trials.iterrows():
+        made, features = json.loads(row["sample_units"]), json.loads(row["feature_units"])
+        # tiny.yaml: chunks of 8, the full round's after the screening round's 12 images
+        assert [u["chunk"] for u in made] == [p.name for p in plan_chunks(row["num_images"], 8, prefix=12)]
+        assert features
+        assert all(u["node_id"] and "node_type" in u and u["device"] == "cpu" for u in made + features)
+        chunks.update({(row["config_id"], u["chunk"]): u for u in made})
+    for run in trial_runs:
+        assert all(run.data.tags[f"units.{k}"] for k in ("node_id", "sample_nodes", "sample_node_types",
+                                                          "feature_nodes", "feature_node_types"))
+    sweep_tags = stage_runs["sweep"].data.tags
+    assert sum(json.loads(sweep_tags["units.chunks.nodes"]).values()) == len(chunks)
+    assert sum(json.loads(sweep_tags["units.chunks.node_types"]).values()) == len(chunks)
+    assert json.loads(sweep_tags["units.features.nodes"])
+
     board = published(workdir, "leaderboard")
     for name in ("leaderboard.parquet", "leaderboard.md", "leaderboard.html"):
         assert (board / name).stat().st_size > 0

@@ -84,7 +84,8 @@ def test_chunk_files_are_byte_identical_for_any_pool_size_and_precision(ray_loca
     plans = plan_chunks(NUM_IMAGES, 2)
     for config in (TRIAL, replace(TRIAL, precision="bf16")):
         here = directory(tmp_path / f"{config.id}-here")
-        sample_chunks(InProcess(WorkerSpec(stage="sample")), config, plans, tiny_models["diffusion"], here, batch_size=2)
+        in_process = InProcess(WorkerSpec(stage="sample"))
+        sample_chunks(in_process, config, plans, tiny_models["diffusion"], here, batch_size=2)
         expected = {name: here.read_bytes(name) for name in here.listdir()}
         assert len(expected) == len(plans)
         for size in (1, 2, 4):

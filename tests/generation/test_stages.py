@@ -70,6 +70,21 @@ def test_sample_and_evaluate_through_the_runner_then_resume(run_pipeline, workdi
     artifacts = [a.path for a in client.list_artifacts(runs["sample"].info.run_id)]
     assert "grid.png" in artifacts
 
+    # where every unit of work ran (Ray node id, node type, device): in the outputs and on the stage runs
+    described = json.loads((sample_dir / "samples.json").read_text())
+    assert [u["chunk"] for u in described["units"]] == list(chunks) and sum(described["nodes"].values()) == 3
+    assert all(u["node_id"] and "node_type" in u and u["device"] == "cpu" for u in described["units"])
+    assert sorted(os.listdir(sample_dir / "units")) == [name.replace(".npz", ".json") for name in chunks]
+    evaluated = json.loads((_output(workdir, "evaluate") / "metrics.json").read_text())
+    for units, images in ((evaluated["units"], 40), (index["units"], 300)):
+        assert units and all(u["node_id"] and u["device"] == "cpu" for u in units)
+        assert sum(u["num_images"] for u in units) == images
+    counts = {"sample": 3, "evaluate": len(evaluated["units"]), "reference_stats": len(index["units"])}
+    for stage, count in counts.items():
+        tags = runs[stage].data.tags
+        assert sum(json.loads(tags["units.nodes"]).values()) == count, stage
+        assert sum(json.loads(tags["units.node_types"]).values()) == count, stage
+
     # An interrupted sample run: its partial output holds two of the three chunks (and a torn
     # temporary file). The re-run generates only the missing chunk; the result is byte-identical.
     key = sample_dir.name
