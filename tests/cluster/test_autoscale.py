@@ -76,8 +76,8 @@ def units_by_stage(store_root: Path, nodes: list[dict]) -> dict[str, list[dict]]
     summary under a key `units` (the stage's units, e.g. the training workers) or `<role>_units`
     (filed as `<stage>.<role>`, e.g. train_diffusion.guide); the records of the chunks and feature
     tasks of the sweep's trials (trials.parquet's `sample_units` / `feature_units`: the trials
-    themselves only coordinate); and the `units` of metrics.json / reference.json (evaluate's and
-    reference_stats' feature tasks). A record without a node type gets the one that
+    themselves only coordinate); and the `units` of samples.json, metrics.json and reference.json
+    (sample's chunks; evaluate's and reference_stats' feature tasks). A record without a node type gets the one that
     `nodes` (FakeCluster.nodes(), dead nodes included) gives its node."""
     import pandas as pd
 
@@ -90,7 +90,7 @@ def units_by_stage(store_root: Path, nodes: list[dict]) -> dict[str, list[dict]]
             if key == "units" or key.endswith("_units"):
                 name = stage if key == "units" else f"{stage}.{key.removesuffix('_units')}"
                 found.setdefault(name, []).extend(records)
-        for record_file in ("metrics.json", "reference.json"):  # the feature tasks of evaluate, reference_stats
+        for record_file in ("samples.json", "metrics.json", "reference.json"):
             if (manifest.parent / record_file).is_file() and "units" not in summary:
                 found.setdefault(stage, []).extend(json.loads((manifest.parent / record_file).read_text())
                                                    .get("units") or [])
