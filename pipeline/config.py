@@ -153,7 +153,8 @@ class EvalnetConfig(with_defaults(TrainingFields, kimg=30.0, lr=2e-3, warmup_kim
 @dataclass(frozen=True)
 class SampleConfig:
     """One sampler configuration (the `sample` and `evaluate` stages): the fields of
-    pipeline.generation.SamplerConfig, and how many images, in what chunks, on how many actors."""
+    pipeline.generation.SamplerConfig, and how many images, in what chunks, on how many actors
+    (the sampler pool, pipeline.generation.pool)."""
 
     RENAMED: ClassVar[dict[str, str]] = {
         "w": "sample.strength (the guidance kind's strength: w for cfg, autoguidance and pag; ADM's scale s "
@@ -171,7 +172,9 @@ class SampleConfig:
     class_dist: Literal["uniform", "balanced"] = "balanced"
     batch_size: int = setting(250, ge=1)
     chunk_size: int = setting(500, ge=1)  # images per atomically written chunk
-    num_actors: int = setting(2, ge=1)
+    num_actors: int = setting(2, ge=1)  # sampler actors (at most; joined to a cluster, the ones not placed yet wait)
+    use_gpu: bool = False                   # each sampler actor asks Ray for one GPU and samples on CUDA
+    cpus_per_actor: float = setting(1.0, gt=0)  # CPUs each sampler actor asks Ray for (its torch threads)
     seed: int = setting(0, ge=0)
     # bf16: the denoising networks under bf16 autocast (AMX / tensor cores); images then depend on the
     # hardware's bf16 kernels
@@ -187,6 +190,10 @@ class EvalConfig:
     num_reference: Optional[int] = setting(None, ge=2)  # real images for reference stats; None: all
     pr_neighbours: int = setting(3, ge=1)   # k of improved precision/recall
     batch_size: int = setting(500, ge=1)
+    # feature extraction (reference_stats, evaluate) on a pool of Ray actors, statistics merged
+    num_workers: int = setting(2, ge=1)     # feature extractor actors (at most)
+    use_gpu: bool = False                   # extractors (here and in the sweep's pool) on CUDA; a worker asks for a GPU
+    cpus_per_worker: float = setting(1.0, gt=0)
 
 
 @dataclass(frozen=True)
@@ -195,7 +202,9 @@ class SweepConfig:
         "w": "sweep.guidance.cfg (strengths per guidance kind: sweep.guidance: {cfg: [...], classifier: [...]})",
         "classifier_scale": "sweep.guidance.classifier (ADM's classifier scales s)",
         "autoguidance_w": "sweep.guidance.autoguidance",
-        "pag_w": "sweep.guidance.pag"}
+        "pag_w": "sweep.guidance.pag",
+        "gpus_per_trial": "sweep.use_gpu (the sweep's sampler actors take one GPU each and serve every trial; a "
+                          "trial itself only hands its chunks to them and computes its metrics: sweep.cpus_per_trial)"}
 
     # guidance kind -> its strengths (as sample.strength); strength 0 is the unguided model, run once
     guidance: dict[str, list[float]] = setting(
@@ -215,9 +224,13 @@ class SweepConfig:
     full_images: int = setting(2000, ge=2)
     # full N: per guidance kind the configurations not clearly worse than its best, at most top_k (None: all)
     top_k: Optional[int] = setting(2, ge=1)
-    cpus_per_trial: float = setting(1.0, gt=0)
-    gpus_per_trial: float = setting(0.0, ge=0)
-    max_concurrent: Optional[int] = setting(None, ge=1)
+    # one pool of sampler actors serves every trial's (configuration, index range) chunks and their features
+    num_actors: int = setting(2, ge=1)      # sampler actors (at most; joined to a cluster, the ones not placed yet wait)
+    use_gpu: bool = False                   # each sampler actor asks Ray for one GPU and samples on CUDA
+    cpus_per_actor: float = setting(1.0, gt=0)
+    chunk_size: int = setting(500, ge=1)    # images per chunk: the unit of work and of resume
+    cpus_per_trial: float = setting(1.0, gt=0)  # a trial: hands chunks to the pool, merges statistics, computes metrics
+    max_concurrent: Optional[int] = setting(None, ge=1)  # trials at once (null: as many as fit)
     seed: int = setting(0, ge=0)
     reported: Optional[str] = setting(None)  # YAML file of published results shown beside (marked reported)
 

@@ -42,7 +42,8 @@ class StageSpec:
     reads: tuple[str, ...]
     inputs: tuple[str, ...] = ()
     fan_out: tuple[str, ...] = ()  # dotted list-valued keys, one instance per combination
-    units: Optional[Callable[[Config], "Units"]] = None  # what each unit of its work asks Ray for; None: the driver
+    # what each unit of its work asks Ray for (a tuple: several kinds of unit); None: the driver
+    units: Optional[Callable[[Config], "Units | tuple[Units, ...]"]] = None
     # Files a whole output must hold (paths, or globs such as "train-*.tar" that must match at
     # least one file): a manifest without them is not a published output.
     outputs: tuple[str, ...] = ()
@@ -211,7 +212,9 @@ def format_units(plan: Plan, config: Config) -> str:
     lines = ["resources (per stage: units at once x what each unit asks Ray for):"]
     for name in names:
         declared = stages[name].spec.units
-        lines.append(f"  {name:<{width}}  {declared(config).describe() if declared else 'in the driver process'}")
+        units = declared(config) if declared else ()
+        units = units if isinstance(units, tuple) else (units,)
+        lines.append(f"  {name:<{width}}  {'; '.join(u.describe() for u in units) or 'in the driver process'}")
     return "\n".join(lines)
 
 

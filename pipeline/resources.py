@@ -20,6 +20,7 @@ Ray is imported inside the functions that need it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -51,6 +52,7 @@ class Units:
     knob: str = ""                 # the config key that sets `count` (for error messages)
     per: str = ""                  # with count None: what one unit does ("shard to write")
     gpu_knob: str = field(default="", compare=False)  # the config key that asks for the GPUs (messages only)
+    pool: bool = False             # a pool (pool_size): it starts with the units that fit, so one is enough
 
     def bundle(self) -> dict[str, float]:
         """One unit's Ray resource request."""
@@ -110,10 +112,19 @@ def refusal(units: Units, have: dict[str, float]) -> Optional[str]:
     return "; ".join(problems) + f": {remedy}"
 
 
-def gpus_a_local_instance_lacks(units: Units, cluster_cfg) -> Optional[str]:
-    """Asked before Ray starts: why a private local instance could never give `units` their GPUs
-    (it has cluster.num_gpus, else the GPUs torch sees here, and never grows); None when it can,
-    or when joining a cluster, which may have (or autoscale to) GPUs this machine cannot see."""
+def gpus_a_local_instance_lacks(declared: "Units | tuple[Units, ...]", cluster_cfg) -> Optional[str]:
+    """Asked before Ray starts: why a private local instance could never give a stage's units
+    their GPUs (it has cluster.num_gpus, else the GPUs torch sees here, and never grows); None when
+    it can, or when joining a cluster, which may have (or autoscale to) GPUs this machine cannot see.
+    A pool needs GPUs for one of its units (it starts those that fit), other units for all."""
+    for units in declared if isinstance(declared, tuple) else (declared,):
+        problem = _local_gpu_problem(units, cluster_cfg)
+        if problem:
+            return problem
+    return None
+
+
+def _local_gpu_problem(units: Units, cluster_cfg) -> Optional[str]:
     from pipeline.cluster import target_address
 
     if not units.gpus or units.count == 0 or target_address(cluster_cfg):
@@ -123,7 +134,7 @@ def gpus_a_local_instance_lacks(units: Units, cluster_cfg) -> Optional[str]:
         import torch
 
         have = torch.cuda.device_count()
-    needed = (units.count or 1) * units.gpus
+    needed = units.gpus if units.pool else (units.count or 1) * units.gpus
     if have >= needed:
         return None
     asked = f" ({units.gpu_knob})" if units.gpu_knob else ""
@@ -140,6 +151,39 @@ def refuse_if_never_placeable(units: Units, placement: Placement) -> None:
         problem = refusal(units, ray.cluster_resources())
         if problem:
             raise NotEnoughResourcesError(problem)
+
+
+def units_that_fit(units: Units, have: dict[str, float], beside: Optional[Units] = None) -> int:
+    """How many of `units` (at most units.count) the totals `have` hold at once, beside one of
+    `beside` (a sweep trial next to the sampler pool)."""
+    room = dict(have)
+    for name, need in (beside.bundle() if beside else {}).items():
+        room[name] = room.get(name, 0.0) - need
+    fits = [math.floor(room.get(name, 0.0) / need + 1e-9) for name, need in units.bundle().items() if need > 0]
+    return max(0, min([units.count or 1, *fits]))
+
+
+def pool_size(units: Units, placement: Placement, unit_knobs: str, beside: Optional[Units] = None) -> int:
+    """How many units of a pool to start. A pool takes work as its units start, so it does not
+    need them all at once: joined to a cluster every one is asked for (those the cluster cannot
+    place yet wait for the autoscaler). A private local instance never grows: it starts the
+    units its totals hold (beside one `beside`), logging when that is fewer than asked, and
+    raises NotEnoughResourcesError naming `unit_knobs` when it cannot hold a single one."""
+    import ray
+
+    if placement.joined:
+        return units.count or 1
+    have = ray.cluster_resources()
+    fit = units_that_fit(units, have, beside)
+    if fit == 0:
+        besides = f" beside one {beside.kind} ({beside.each()})" if beside else ""
+        raise NotEnoughResourcesError(
+            f"{placement.stage}: one {units.kind} asks for {units.each()} ({unit_knobs}) but this local Ray instance "
+            f"has {_cluster_has(have)}{besides}: no {units.kind} could ever start")
+    if fit < (units.count or 1):
+        placement.log(f"this local Ray instance holds {fit} of the {units.count} {units.kind}s ({units.knob})"
+                      + (f" beside one {beside.kind}" if beside else "") + f": starting {fit}")
+    return fit
 
 
 def wait_until_placeable(units: Units, placement: Placement) -> float:
@@ -200,15 +244,15 @@ def node_type_of(node: dict[str, Any]) -> str:
 
 
 def this_node() -> dict[str, str]:
-    """Called inside a unit: the Ray node it runs on, {"node_id", "node_type"}; empty strings
-    outside Ray."""
+    """Called inside a unit: the Ray node it runs on, {"node_id", "node_type"} (unit_location's, with
+    "head"/"worker" where no autoscaler named the node); empty strings outside Ray."""
+    where = unit_location()
+    if not where["node_id"] or where["node_type"]:
+        return {"node_id": where["node_id"], "node_type": where["node_type"]}
     import ray
 
-    if not ray.is_initialized():
-        return {"node_id": "", "node_type": ""}
-    node_id = ray.get_runtime_context().get_node_id()
-    entry = next((n for n in ray.nodes() if n.get("NodeID") == node_id), {})
-    return {"node_id": node_id, "node_type": node_type_of(entry)}
+    entry = next((n for n in ray.nodes() if n.get("NodeID") == where["node_id"]), {})
+    return {"node_id": where["node_id"], "node_type": node_type_of(entry)}
 
 
 def node_tags(units: list[dict[str, Any]], prefix: str = "") -> dict[str, str]:
@@ -245,6 +289,35 @@ def _cuda_report() -> dict[str, Any]:
             "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             "torch": torch.__version__, "torch_cuda": torch.version.cuda}
+
+
+def unit_location() -> dict[str, Any]:
+    """Where the calling unit of work runs (recorded with its output, so a cluster test can check
+    where work ran): the Ray node id and IP, the node type (the autoscaler's node group label,
+    which it sets from RAY_NODE_TYPE_NAME; "" on a node it did not start), the accelerator type,
+    the resources Ray assigned to the unit, and the host. Empty values outside Ray."""
+    import os
+    import socket
+
+    where = {"node_id": "", "node_ip": "", "node_type": os.environ.get("RAY_NODE_TYPE_NAME", ""),
+             "accelerator": "", "resources": {}, "host": socket.gethostname()}
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return where
+        context = ray.get_runtime_context()
+        labels = context.get_node_labels() or {}
+        where.update(node_id=context.get_node_id(), node_ip=ray.util.get_node_ip_address(),
+                     node_type=labels.get("ray.io/node-group") or where["node_type"],
+                     accelerator=labels.get("ray.io/accelerator-type", ""))
+        try:
+            where["resources"] = {k: float(v) for k, v in context.get_assigned_resources().items()}
+        except Exception:  # noqa: BLE001 - the driver has no assigned resources
+            pass
+    except Exception:  # noqa: BLE001 - provenance only
+        pass
+    return where
 
 
 def no_cuda_message(stage: str, report: dict[str, Any]) -> str:

@@ -30,8 +30,8 @@ from pipeline.metrics.intervals import not_clearly_worse
 
 
 def trial_device_type(sweep) -> str:
-    """The device type the sweep's trials sample on (what a null sweep.net_batch is resolved for)."""
-    return "cuda" if sweep.gpus_per_trial > 0 else "cpu"
+    """The device type the sweep's sampler actors sample on (what a null sweep.net_batch is resolved for)."""
+    return "cuda" if sweep.use_gpu else "cpu"
 
 
 def configurations(sweep, train_p_uncond: Iterable[float]) -> list[SamplerConfig]:

@@ -3,27 +3,40 @@
 The configuration is the `sample` section (pipeline.generation.SamplerConfig, its null net_batch
 resolved for the actors' device); the model is the train_diffusion output whose p_uncond is
 sample.p_uncond (with its guide/ for autoguidance), the train_classifier output serves classifier
-guidance. sample.num_actors Ray actors (one CPU each)
-load the models once and take chunks of sample.chunk_size image indices; each chunk is written
-atomically as chunk_<k>.npz (images uint8 NHWC, labels, indices; no pickle), so a re-run after
-an interruption generates only the missing chunks (the runner keeps the partial output). Image
-i depends only on (sample.seed, i): the output is the same for any number of actors, batch
-size or resumption. samples.json describes the set, grid.png shows the first 100 images (also an
-MLflow artifact); images/s and NFE per image are logged.
+guidance. The pool (pipeline.generation.pool) has up to sample.num_actors sampler actors, each
+asking Ray for sample.cpus_per_actor CPUs and, with sample.use_gpu, one GPU (CUDA, or per
+cluster.require_cuda); joined to a cluster, actors not placed yet wait for the autoscaler and take
+chunks when they start. They load the models once and take chunks of sample.chunk_size image
+indices; each chunk is written atomically as chunk_<k>.npz (images uint8 NHWC, labels, indices;
+no pickle), so a re-run after an interruption generates only the missing chunks (the runner
+keeps the partial output). Image i depends only on (sample.seed, i): the output is the same for
+any number of actors, placement, batch size or resumption. units/chunk_<k>.json says where each
+chunk was made (Ray node id, node type, device); samples.json describes the set and lists them,
+grid.png shows the first 100 images (also an MLflow artifact); images/s, NFE per image and the
+nodes used are logged.
 """
 from pipeline.graph import StageSpec
 from pipeline.resources import Units
 
+
+def units(cfg) -> Units:
+    s = cfg.sample
+    return Units("sampler actor", s.num_actors, cpus=s.cpus_per_actor, gpus=1.0 if s.use_gpu else 0.0,
+                 knob="sample.num_actors", gpu_knob="sample.use_gpu",
+                 pool=True)
+
+
 STAGE = StageSpec(
     name="sample",
-    version="2",  # 2: guided-diffusion's classifier-guided DDIM; channels-last networks, bf16 as a bf16 copy
+    version="3",  # 3: chunks on the pool (units/ records); generate's fast path
     reads=("sample", "diffusion"),
     inputs=("train_diffusion", "train_classifier"),
-    units=lambda cfg: Units("sampler actor", cfg.sample.num_actors, cpus=1.0, knob="sample.num_actors"),
+    units=units,
     outputs=("samples.json", "chunk_*.npz"),
 )
 
 SAMPLES_FILE = "samples.json"
+UNITS_DIR = "units"  # units/chunk_<k>.json: where each chunk was made
 GRID_FILE = "grid.png"
 GRID_IMAGES = 100
 
@@ -43,37 +56,48 @@ def run(ctx, cfg, inputs):
     from pipeline.diffusion.guidance import CLASSIFIER
     from pipeline.generation import SamplerConfig, nfe_per_image, plan_chunks
     from pipeline.generation.chunks import remove_temporaries
-    from pipeline.generation.pool import generate_parallel
+    from pipeline.generation.pool import Pool, sample_chunks
+    from pipeline.generation.workers import WorkerSpec, count_by, where_tags
+    from pipeline.resources import Placement
 
     s = cfg.sample
-    config = SamplerConfig.from_section(s, device_type="cpu")  # the actors take one CPU each
+    config = SamplerConfig.from_section(s, device_type="cuda" if s.use_gpu else "cpu")
     model = pick_model(inputs["train_diffusion"], s.p_uncond)
     classifier = inputs["train_classifier"].uri if CLASSIFIER in config.kind.needs else None
     timesteps = int(model.read_json("model.json")["diffusion"]["timesteps"])
     nfe = nfe_per_image(config, timesteps)
-    removed = remove_temporaries(ctx.out)
+    removed = remove_temporaries(ctx.out) + (remove_temporaries(ctx.out.subdir(UNITS_DIR))
+                                             if ctx.out.exists(UNITS_DIR) else 0)
     if removed:
         ctx.log(f"removed {removed} temporary file(s) left by an interrupted run")
+    plans = plan_chunks(s.num_images, s.chunk_size)
     ctx.log(f"{config.name}: {s.num_images} images from {model.uri}, {nfe} network evaluations per image, "
-            f"{s.num_actors} actor(s)")
+            f"{len(plans)} chunks")
+    worker = WorkerSpec(stage="sample", sample_on_gpu=s.use_gpu, require_cuda=cfg.cluster.require_cuda,
+                        threads=max(1, int(s.cpus_per_actor)))
+    placement = Placement.from_config(cfg.cluster, "sample", ctx.log)
     bar = ctx.progress(total=s.num_images, desc="sample", unit="img")
     started = time.time()
     try:
-        result = generate_parallel(config, s.num_images, model.uri, ctx.out, classifier_location=classifier,
-                                   num_actors=s.num_actors, chunk_size=s.chunk_size, batch_size=s.batch_size,
+        with Pool.start(units(cfg), worker, placement, "sample.cpus_per_actor, sample.use_gpu") as pool:
+            result = sample_chunks(pool, config, plans, model.uri, ctx.out, classifier_location=classifier,
+                                   batch_size=s.batch_size, where_dir=ctx.out.subdir(UNITS_DIR).uri,
                                    on_chunk=lambda info: bar.update(info["num_images"]))
+            result.startup_seconds = pool.status()["first_ready_s"] or 0.0
     finally:
         bar.close()
     if result.reused_chunks:
         ctx.log(f"kept {result.reused_chunks} of {result.num_chunks} chunks from an interrupted run")
+    made = chunk_units(ctx.out, plans)
+    nodes = count_by(made, "node_id")
     ctx.log(f"{result.generated_images} images in {result.seconds:.1f}s ({result.images_per_s:.1f} images/s, "
-            f"actors started in {result.startup_seconds:.1f}s)")
-    plans = plan_chunks(s.num_images, s.chunk_size)
+            f"first actor ready after {result.startup_seconds:.1f}s) on {len(nodes)} node(s)")
     description = {
         "config": config.to_dict(), "config_id": config.id, "name": config.name, "num_images": s.num_images,
         "chunk_size": s.chunk_size, "chunks": [p.name for p in plans], "image_shape": None, "nfe_per_image": nfe,
         "model": {"uri": model.uri, "key": model.key, "p_uncond": config.p_uncond},
         "classifier": classifier, "seed_range": [config.seed, 0, s.num_images],
+        "units": made, "nodes": nodes, "node_types": count_by(made, "node_type"),
     }
     unet = model.read_json("model.json")["unet"]
     description["image_shape"] = [unet["image_size"], unet["image_size"], unet.get("in_channels", 3)]
@@ -81,13 +105,21 @@ def run(ctx, cfg, inputs):
     _log_grid(ctx, plans)
     ctx.log_params({f"sample.{k}": v for k, v in
                     {**config.to_dict(), "config_id": config.id, "num_images": s.num_images}.items()})
-    ctx.set_tags({"trial": config.name, "model.key": model.key})
+    ctx.set_tags({"trial": config.name, "model.key": model.key, **where_tags(made)})
     figures = {"images_per_s": result.images_per_s, "nfe_per_image": float(nfe),
                "sample_seconds": result.seconds, "startup_seconds": result.startup_seconds,
-               "generated_images": float(result.generated_images), "reused_chunks": float(result.reused_chunks)}
+               "generated_images": float(result.generated_images), "reused_chunks": float(result.reused_chunks),
+               "nodes": float(len(nodes))}
     ctx.log_metrics(figures)
     return {**figures, "name": config.name, "num_images": s.num_images, "num_chunks": result.num_chunks,
             "num_actors": s.num_actors, "wall_seconds": round(time.time() - started, 3)}
+
+
+def chunk_units(out, plans) -> list[dict]:
+    """Where each chunk was made (units/<chunk>.json, written with it), in chunk order."""
+    from pipeline.generation.workers import where_records
+
+    return where_records(out.subdir(UNITS_DIR), plans)
 
 
 def _log_grid(ctx, plans) -> None:

@@ -5,41 +5,63 @@ No trial trains: `p_uncond` selects among the cached train_diffusion outputs. Tw
 configurations of each guidance kind not clearly worse than its best (95% intervals of the
 leaderboard's ranking metric overlap; at most `sweep.top_k`, null: all) are evaluated again with
 `sweep.full_images` (pipeline.sweep_space.select_full_round); image i depends only on (seed, i),
-so the full round reuses the screened images and generates only the rest. Each round is one Ray
-Tune experiment (a function trainable per configuration, resources from `sweep.cpus_per_trial` /
-`gpus_per_trial`, at most `sweep.max_concurrent` at once) stored in the stage's partial output.
+so the full round reuses the screened chunks and generates only the rest. Each round is one Ray
+Tune experiment (a function trainable per configuration asking for `sweep.cpus_per_trial` CPUs,
+at most `sweep.max_concurrent` at once) stored in the stage's partial output.
 
-Resume: a trial writes its row to results/<round>/<config_id>.json last, so the set of finished
-trials is whatever rows exist. Re-running after a driver kill starts a Tune experiment over the
+Sampling and feature extraction are not done by the trials: the stage starts ONE pool of sampler
+actors (pipeline.generation.pool: up to `sweep.num_actors`, `sweep.cpus_per_actor` CPUs each,
+one GPU each with `sweep.use_gpu` or `eval.use_gpu`) and every trial hands its (configuration,
+index range) chunks of `sweep.chunk_size` images, then their feature tasks, to it (the trial body:
+stages/sweep_trial.py). One configuration's images spread over every actor and a wide sweep
+keeps them all busy; the actors keep the networks they loaded, so switching configuration does
+not read the store again. Joined to a cluster, actors the cluster cannot place yet wait for the
+autoscaler and take work when they start.
+
+Resume: a trial writes its chunks as it goes and its row to results/<round>/<config_id>.json
+last, so the set of finished trials is whatever rows exist, and a trial killed midway regenerates
+only its missing chunks. Re-running after a driver kill starts a Tune experiment over the
 configurations without a row only; nothing finished is repeated. Each trial also gets a nested
 MLflow run (logged by the driver as trials complete, and at the next start for trials that
-finished while the driver was dead).
+finished while the driver was dead), tagged with the nodes its chunks and features ran on.
 
 Output: trials.parquet (one row per configuration and fidelity: the SamplerConfig's settings with
-its id and name, w and s, NFE per image, images/s, N, every metric, protocol id, device) and
-grids/<config_id>.png (one row per class). The trial body is stages/sweep_trial.py (a helper of
-this stage, not a stage).
+its id and name, w and s, NFE per image, images/s per sampler actor, N, every metric, protocol id,
+device, the Ray node of the trial and of every chunk and feature task) and grids/<config_id>.png
+(one row per class).
 """
 from pipeline.graph import StageSpec
 from pipeline.resources import Units
+
+
+def trial_units(cfg) -> Units:
+    return Units("sweep trial", cfg.sweep.max_concurrent, cpus=cfg.sweep.cpus_per_trial, knob="sweep.max_concurrent",
+                 per="configuration, as many at once as fit")
+
+
+def pool_units(cfg) -> Units:
+    sw = cfg.sweep
+    return Units("sampler actor", sw.num_actors, cpus=sw.cpus_per_actor,
+                 gpus=1.0 if sw.use_gpu or cfg.eval.use_gpu else 0.0, knob="sweep.num_actors",
+                 gpu_knob="sweep.use_gpu, eval.use_gpu", pool=True)
+
 
 STAGE = StageSpec(
     name="sweep",
     # 2: as sample 2, and KID on clean-fid's subsets, intervals in the protocol
     # 3: the full round is every configuration not clearly worse than its kind's best, by the ranking metric
-    version="3",
+    # 4: trials' chunks on the pool, resumed per chunk; generate's fast path
+    version="4",
     reads=("sweep", "eval", "diffusion", "data"),
     inputs=("train_diffusion", "train_classifier", "train_evalnet", "reference_stats"),
-    units=lambda cfg: Units("sweep trial", cfg.sweep.max_concurrent, cpus=cfg.sweep.cpus_per_trial,
-                            gpus=cfg.sweep.gpus_per_trial, knob="sweep.max_concurrent",
-                            gpu_knob="sweep.gpus_per_trial",
-                            per="configuration, as many at once as fit"),
+    units=lambda cfg: (trial_units(cfg), pool_units(cfg)),
     outputs=("trials.parquet",),
 )
 
+FEATURE_TASK_IMAGES = 10_000  # images per feature task of a trial (its statistics travel back once)
 
 TUNE_DIR = "tune"  # the Ray Tune experiments, inside the partial output (removed once published)
-SAMPLES_DIR = "samples"  # screened images kept for the full round (removed once published)
+SAMPLES_DIR = "samples"  # the trials' chunks, kept for resume and the full round (removed once published)
 TRIALS = "trials.parquet"
 
 
@@ -57,30 +79,42 @@ def dataset_name(data) -> str:
 
 
 def run(ctx, cfg, inputs):
+    import json
+
+    from pipeline.generation.pool import Pool
+    from pipeline.generation.workers import WorkerSpec
+    from pipeline.resources import Placement
     from pipeline.sweep_space import configurations, select_full_round, selection_metric
     from stages.sweep_trial import FULL, SCREEN, TrialInputs
 
     sw = cfg.sweep
     diffusion = {float(out.variant["train.p_uncond"]): out.uri for out in inputs["train_diffusion"].values()}
     configs = configurations(sw, sorted(diffusion))
-    trial_inputs = TrialInputs(
-        out_uri=ctx.out.uri, diffusion=diffusion, classifier=inputs["train_classifier"].uri,
-        evalnet=inputs["train_evalnet"].uri, reference_stats=inputs["reference_stats"].uri, eval_cfg=cfg.eval,
-        batch_size=sw.batch_size, dataset=dataset_name(cfg.data), use_gpu=sw.gpus_per_trial > 0,
-        num_threads=max(1, int(sw.cpus_per_trial)), num_train_timesteps=cfg.diffusion.timesteps)
     _check_resources(ctx, cfg)
+    worker = WorkerSpec(stage="sweep", sample_on_gpu=sw.use_gpu, features_on_gpu=cfg.eval.use_gpu,
+                        require_cuda=cfg.cluster.require_cuda, threads=max(1, int(sw.cpus_per_actor)))
+    placement = Placement.from_config(cfg.cluster, "sweep", ctx.log)
     logger = TrialLogger(ctx, cfg)
 
-    screened = run_round(ctx, SCREEN, configs, sw.screen_images, trial_inputs, sw, logger)
-    rows = list(screened.values())
-    chosen = []
-    if sw.full_images > sw.screen_images:
-        selection = select_full_round(rows, sw.top_k)
-        chosen = selection.config_ids
-        by_id = {c.id: c for c in configs}
-        ctx.log("full round: " + selection.describe({c.id: c.name for c in configs}))
-        rows += list(run_round(ctx, FULL, [by_id[c] for c in chosen], sw.full_images, trial_inputs, sw,
-                               logger).values())
+    with Pool.start(pool_units(cfg), worker, placement, "sweep.cpus_per_actor, sweep.use_gpu, eval.use_gpu",
+                    beside=trial_units(cfg)) as pool:
+        logger.pool = pool
+        trial_inputs = TrialInputs(
+            out_uri=ctx.out.uri, diffusion=diffusion, classifier=inputs["train_classifier"].uri,
+            evalnet=inputs["train_evalnet"].uri, reference_stats=inputs["reference_stats"].uri, eval_cfg=cfg.eval,
+            batch_size=sw.batch_size, dataset=dataset_name(cfg.data), num_train_timesteps=cfg.diffusion.timesteps,
+            pool=pool.name, chunk_size=sw.chunk_size, screen_images=sw.screen_images,
+            require_cuda=cfg.cluster.require_cuda)
+        screened = run_round(ctx, SCREEN, configs, sw.screen_images, trial_inputs, sw, logger)
+        rows = list(screened.values())
+        chosen = []
+        if sw.full_images > sw.screen_images:
+            selection = select_full_round(rows, sw.top_k)
+            chosen = selection.config_ids
+            by_id = {c.id: c for c in configs}
+            ctx.log("full round: " + selection.describe({c.id: c.name for c in configs}))
+            rows += list(run_round(ctx, FULL, [by_id[c] for c in chosen], sw.full_images, trial_inputs, sw,
+                                   logger).values())
     for row in rows:
         row["mlflow_run_id"] = logger.run_id(row)
 
@@ -89,15 +123,19 @@ def run(ctx, cfg, inputs):
     ctx.out.delete(SAMPLES_DIR)
     with ctx.out.local_file(TRIALS) as path:
         ctx.log_artifact(path)
-    ctx.log_metrics({"configurations": len(configs), "trials": len(rows), "full_configurations": len(chosen)})
+    nodes = sorted({n for row in rows for n in json.loads(row.get("sample_nodes") or "{}") if n})
+    ctx.set_tags({"units.sample_nodes": ",".join(nodes)[:5000]})
+    ctx.log_metrics({"configurations": len(configs), "trials": len(rows), "full_configurations": len(chosen),
+                     "sample_nodes": len(nodes)})
     return {"configurations": len(configs), "trials": len(rows), "screen_images": sw.screen_images,
             "full_images": sw.full_images, "full_configurations": len(chosen),
-            "select_metric": selection_metric(rows), "dataset": trial_inputs.dataset,
-            "resumed_trials": logger.resumed}
+            "select_metric": selection_metric(rows), "dataset": dataset_name(cfg.data),
+            "resumed_trials": logger.resumed, "sample_nodes": nodes}
 
 
 def run_round(ctx, fidelity, configs, num_images, trial_inputs, sw, logger) -> dict:
     """Every configuration of one round evaluated at `num_images`; finished trials are not repeated."""
+    import dataclasses
     import time
 
     from ray import tune
@@ -116,10 +154,11 @@ def run_round(ctx, fidelity, configs, num_images, trial_inputs, sw, logger) -> d
             logger.log(fidelity, done[cid])  # finished while the driver was dead: its MLflow run may be missing
     errors = []
     if pending:
-        resources = {"cpu": sw.cpus_per_trial, **({"gpu": sw.gpus_per_trial} if sw.gpus_per_trial else {})}
+        parts = max(1, min(2 * sw.num_actors, num_images // FEATURE_TASK_IMAGES))
+        trial_inputs = dataclasses.replace(trial_inputs, feature_parts=parts)
         trainable = tune.with_resources(
             tune.with_parameters(sweep_trial.trainable, inputs=trial_inputs, fidelity=fidelity,
-                                 num_images=num_images), resources)
+                                 num_images=num_images), {"cpu": sw.cpus_per_trial})
         tuner = tune.Tuner(
             trainable,
             param_space={"spec": tune.grid_search([c.to_dict() for c in pending])},
@@ -152,6 +191,8 @@ class TrialLogger:
         self.tracker = Tracker(cfg.tracking)
         self.parent = ctx.tracker.run_id
         self.resumed = 0
+        self.pool = None  # the sweep's pool: the driver says when its work waits for the cluster
+        self.checked = 0.0
 
     @staticmethod
     def _marker(fidelity: str, cid: str) -> str:
@@ -170,7 +211,9 @@ class TrialLogger:
         marker = self._marker(fidelity, row["config_id"])
         if out.exists(marker):
             return
-        tags = {**trial_run_tags(row, fidelity), "pipeline.stage": "sweep", "store.key": self.ctx.key}
+        tags = {**trial_run_tags(row, fidelity), "pipeline.stage": "sweep", "store.key": self.ctx.key,
+                **{f"units.{k}": str(row.get(k) or "")[:5000] for k in ("node_id", "node_type", "sample_nodes",
+                                                                         "sample_node_types", "feature_nodes")}}
         params = {**trial_row(SamplerConfig.from_dict(row)),
                   **{k: row[k] for k in ("num_images", "nfe", "fidelity", "device")}}
         metrics = {k: v for k, v in row.items() if k not in params and isinstance(v, (int, float))
@@ -194,6 +237,13 @@ class TrialLogger:
         class LogFinishedTrials(tune.Callback):
             count = before
 
+            def on_step_begin(self, iteration, trials, **info):
+                import time
+
+                if logger.pool is not None and time.monotonic() - logger.checked > 5.0:
+                    logger.checked = time.monotonic()
+                    logger.pool.say_waiting()
+
             def on_trial_complete(self, iteration, trials, trial, **info):
                 cid = SamplerConfig.from_dict(trial.config["spec"]).id
                 if not logger.ctx.out.exists(result_path(fidelity, cid)):
@@ -209,23 +259,21 @@ class TrialLogger:
 
 
 def _check_resources(ctx, cfg) -> None:
-    """A private local instance never grows: fail now rather than wait forever. A cluster may
-    autoscale (cluster/gpu.yaml starts with no GPU worker): say what the trials wait for."""
+    """A private local instance never grows: fail now if it cannot hold one trial (its pool is
+    sized by pipeline.resources.pool_size). A cluster may autoscale: say what the trials wait for."""
     import ray
 
     from pipeline.cluster import target_address
+    from pipeline.resources import NotEnoughResourcesError, units_that_fit
 
-    sw, total = cfg.sweep, ray.cluster_resources()
-    short = [f"{sw.cpus_per_trial:g} CPU" if total.get("CPU", 0) < sw.cpus_per_trial else "",
-             f"{sw.gpus_per_trial:g} GPU" if sw.gpus_per_trial and total.get("GPU", 0) < sw.gpus_per_trial else ""]
-    short = [s for s in short if s]
-    if not short:
+    trial, total = trial_units(cfg), ray.cluster_resources()
+    if units_that_fit(trial, total):
         return
     have = f"{total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU"
     if target_address(cfg.cluster) is None:
-        raise RuntimeError(f"a sweep trial needs {' and '.join(short)} (sweep.cpus_per_trial / gpus_per_trial) but "
-                           f"this local Ray instance has {have}: no trial could ever start")
-    ctx.log(f"a trial needs {' and '.join(short)}, the cluster has {have} now: trials wait for the autoscaler")
+        raise NotEnoughResourcesError(f"a sweep trial needs {trial.each()} (sweep.cpus_per_trial) but this local Ray "
+                                      f"instance has {have}: no trial could ever start")
+    ctx.log(f"a trial needs {trial.each()}, the cluster has {have} now: trials wait for the autoscaler")
 
 
 def _write_table(ctx, rows: list[dict]) -> None:

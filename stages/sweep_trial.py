@@ -1,18 +1,23 @@
-"""One sweep trial: sample N images of one sampler configuration and score them.
+"""One sweep trial: sample N images of one sampler configuration on the sweep's pool and score them.
 
 Not a stage: the body of the sweep stage's Ray Tune trials (stages/sweep.py runs them). It runs
-inside a trial (any node): it reads the models and reference statistics by store URI, calls the
-sampling library (pipeline.generation: load_models, generate, make_extractors, score; the same
-code and protocol as the sample/evaluate stages) and writes, into the sweep's partial output,
+inside a trial (any node) and does little itself: it hands its (configuration, index range) chunks
+to the sweep's pool of sampler actors (pipeline.generation.pool, found by name), then the feature
+tasks over those chunks, merges their statistics and computes the metrics (pipeline.generation:
+the same code and protocol as the sample/evaluate stages). It writes, into the sweep's partial
+output,
+    samples/<config_id>/chunk_<k>.npz     the images, chunk by chunk (the unit of resume)
+    samples/<config_id>/units/chunk_<k>.json   where each chunk was made
     results/<fidelity>/<config_id>.json   the trial's row (written last: its presence means done)
-    samples/<config_id>.npz               the screened images, so the full-N round only generates the rest
     grids/<config_id>.png                 one row per class
-Image i of a configuration depends only on (seed, i), so the first `screen_images` images of the
-full round are the screening round's images: the full round generates indices from there on.
+A trial killed midway (its node lost, the driver killed) regenerates only its missing chunks when it
+runs again. Image i of a configuration depends only on (seed, i), and the full round's chunks start
+with the screening round's (chunks.plan_chunks with `prefix`), so the full round generates only
+the images after `screen_images`. Without a pool (`TrialInputs.pool` None) the same work runs in
+this process (tests, small runs).
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -20,14 +25,21 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
-import torch
 
-from pipeline.generation import (SamplerConfig, generate, load_models, load_references, make_extractors,
-                                 nfe_per_image, protocol_id, score, seed_range)
+from pipeline.generation import SamplerConfig, load_references, nfe_per_image, plan_chunks, protocol_id, seed_range
+from pipeline.generation.chunks import read_chunk, remove_temporaries
+from pipeline.generation.features import chunk_tasks, gather
 from pipeline.generation.grid import class_grid_png
+from pipeline.generation.pool import sample_chunks
+from pipeline.generation.scoring import SCORING, score_gathered
+from pipeline.generation.workers import InProcess, WorkerSpec, count_by, where_record, where_records
+from pipeline.resources import unit_location
 from pipeline.store import Directory
 
 SCREEN, FULL = "screen", "full"
+SAMPLES_DIR = "samples"
+UNITS_DIR = "units"
+GRID_PER_CLASS, GRID_CLASSES = 8, 16
 
 
 @dataclass(frozen=True)
@@ -42,9 +54,12 @@ class TrialInputs:
     eval_cfg: Any  # pipeline.config.EvalConfig
     batch_size: int
     dataset: str
-    use_gpu: bool = False
-    num_threads: int = 1
     num_train_timesteps: int = 1000  # diffusion.timesteps (NFE counts of respaced samplers)
+    pool: Optional[str] = None  # the sweep's pool (its coordinator's name); None: work in this process
+    chunk_size: int = 500
+    screen_images: Optional[int] = None  # the screening round's N: its chunks stay the full round's first
+    feature_parts: int = 1  # feature tasks per trial
+    require_cuda: bool = True  # in-process work (no pool): cluster.require_cuda
 
 
 def result_path(fidelity: str, cid: str) -> str:
@@ -60,21 +75,6 @@ def read_results(out: Directory, fidelity: str) -> dict[str, dict]:
     return found
 
 
-def _load_prefix(out: Directory, cid: str, num_images: int) -> tuple[np.ndarray, np.ndarray] | None:
-    rel = f"samples/{cid}.npz"
-    if not out.exists(rel):
-        return None
-    with np.load(io.BytesIO(out.read_bytes(rel))) as z:
-        images, labels = z["images"], z["labels"]
-    return images[:num_images], labels[:num_images]
-
-
-def _save_samples(out: Directory, cid: str, images: np.ndarray, labels: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, images=images, labels=labels)
-    out.write_bytes(f"samples/{cid}.npz", buf.getvalue())
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, (np.floating, float)):
         value = float(value)
@@ -84,56 +84,72 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _node_id() -> str:
-    """The Ray node the trial ran on (provenance; empty outside Ray)."""
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-    except Exception:  # noqa: BLE001 - provenance only
-        return ""
-
-
 def trial_row(config: SamplerConfig) -> dict[str, Any]:
     """What a trial's row (and its MLflow params) says about its configuration."""
     return {**config.to_dict(), "config_id": config.id, "name": config.name, "w": config.w, "s": config.s}
 
 
+def _class_grid(samples: Directory, plans) -> bytes:
+    """class_grid_png of the whole set, reading one chunk at a time: the first GRID_PER_CLASS images
+    of each class are all the grid can show."""
+    first: dict[int, list] = {}
+    for plan in plans:
+        images, labels, _ = read_chunk(samples, plan)
+        for image, label in zip(images, labels.tolist()):
+            if len(first.setdefault(label, [])) < GRID_PER_CLASS:
+                first[label].append(image)
+    labels = np.asarray([c for c in sorted(first) for _ in first[c]])
+    return class_grid_png(np.stack([im for c in sorted(first) for im in first[c]]), labels,
+                          per_class=GRID_PER_CLASS, max_classes=GRID_CLASSES)
+
+
+def _executor(inputs: TrialInputs):
+    if inputs.pool is None:
+        return InProcess(WorkerSpec(stage="sweep", require_cuda=inputs.require_cuda))
+    from pipeline.generation.pool import Pool
+
+    return Pool.attach(inputs.pool)
+
+
 def run_trial(config: SamplerConfig, fidelity: str, num_images: int, inputs: TrialInputs) -> dict[str, Any]:
     """Generate and score one configuration at one fidelity; returns (and writes) its row."""
-    torch.set_num_threads(max(1, inputs.num_threads))
-    device = "cuda" if inputs.use_gpu and torch.cuda.is_available() else "cpu"
     out = Directory.at(inputs.out_uri)
     cid = config.id
     started = time.perf_counter()
-    prefix = _load_prefix(out, cid, num_images)
-    have = 0 if prefix is None else len(prefix[0])
-    images, labels = prefix if prefix is not None else (None, None)
-    gen_seconds, generated = 0.0, num_images - have
-    if generated > 0:
-        models = load_models(config, inputs.diffusion[config.p_uncond], inputs.classifier, device=device)
-        t0 = time.perf_counter()
-        new_images, new_labels = generate(config, models, np.arange(have, num_images), inputs.batch_size)
-        gen_seconds = time.perf_counter() - t0
-        images = new_images if images is None else np.concatenate([images, new_images])
-        labels = new_labels if labels is None else np.concatenate([labels, new_labels])
-        if fidelity == SCREEN:  # the full round starts from these
-            _save_samples(out, cid, images, labels)
-    extractors, notes = make_extractors(inputs.eval_cfg, inputs.evalnet, device=device)
+    executor = _executor(inputs)
+    plans = plan_chunks(num_images, inputs.chunk_size, prefix=inputs.screen_images)
+    samples = out.subdir(f"{SAMPLES_DIR}/{cid}")
+    if out.exists(f"{SAMPLES_DIR}/{cid}"):
+        remove_temporaries(samples)
+    units = samples.subdir(UNITS_DIR)
+    sampled = sample_chunks(executor, config, plans, inputs.diffusion[config.p_uncond], samples,
+                            classifier_location=inputs.classifier, batch_size=inputs.batch_size, where_dir=units.uri)
     references = load_references(inputs.reference_stats)
-    metrics, protocol = score(images, labels, extractors, references, inputs.eval_cfg,
-                              seed_range(config.seed, num_images))
+    names = tuple(n for n in inputs.eval_cfg.extractors if n in references)
+    notes = [f"{n}: no reference statistics; skipped" for n in inputs.eval_cfg.extractors if n not in references]
+    tasks = chunk_tasks(samples.uri, plans, inputs.feature_parts, eval_cfg=inputs.eval_cfg, evalnet=inputs.evalnet,
+                        gathering=SCORING.for_stream(num_images), names=names)
+    gathered, feature_infos, more = gather(executor, tasks)
+    metrics, protocol = score_gathered(gathered, references, inputs.eval_cfg, seed_range(config.seed, num_images))
     if not out.exists(f"grids/{cid}.png"):
-        out.write_bytes(f"grids/{cid}.png", class_grid_png(images, labels))
+        out.write_bytes(f"grids/{cid}.png", _class_grid(samples, plans))
+    made, features = where_records(units, plans), [where_record(info) for info in feature_infos]
+    where = unit_location()
     row = {
         **trial_row(config), "fidelity": fidelity, "num_images": int(num_images),
-        "nfe": int(nfe_per_image(config, inputs.num_train_timesteps)), "device": device,
-        "images_per_s": generated / gen_seconds if gen_seconds > 0 else None,
-        "generated": int(generated), "generate_seconds": round(gen_seconds, 3),
+        "nfe": int(nfe_per_image(config, inputs.num_train_timesteps)),
+        "device": ",".join(sorted({str(u["device"]) for u in made if u.get("device")})) or "",
+        "images_per_s": sampled.images_per_worker_s or None,  # per sampler actor: images / busy seconds
+        "generated": int(sampled.generated_images), "generate_seconds": round(sampled.seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
         "dataset": inputs.dataset, "protocol": protocol_id(protocol),
         "protocol_json": json.dumps(protocol, sort_keys=True, default=str),
-        "notes": "; ".join(notes) if notes else "", "grid": f"grids/{cid}.png", "node_id": _node_id(),
+        "notes": "; ".join(notes + more), "grid": f"grids/{cid}.png",
+        "node_id": where["node_id"], "node_type": where["node_type"],
+        "sample_nodes": json.dumps(count_by(made, "node_id"), sort_keys=True),
+        "sample_node_types": json.dumps(count_by(made, "node_type"), sort_keys=True),
+        "feature_nodes": json.dumps(count_by(features, "node_id"), sort_keys=True),
+        "sample_units": json.dumps(made, sort_keys=True), "feature_units": json.dumps(features, sort_keys=True),
         **{k: _plain(v) for k, v in metrics.items()},
     }
     out.write_json(result_path(fidelity, cid), row)

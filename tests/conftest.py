@@ -22,6 +22,19 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def digits_shards(ray_local, tmp_path_factory):
+    """Digits shards built once per session by the real shard stage."""
+    from pipeline.run import main
+    from tests.conftest import isolated_overrides
+
+    root = tmp_path_factory.mktemp("digits")
+    assert main([*isolated_overrides(root), "--stages", "shard"]) == 0
+    stage_dir = root / "runs" / "shard"
+    [key] = [d for d in os.listdir(stage_dir) if not d.startswith(("_", "."))]
+    return str(stage_dir / key)
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """A fresh working directory: ./runs, ./mlflow.db and ./mlruns land here."""

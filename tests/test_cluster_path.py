@@ -33,7 +33,7 @@ def test_imagenet64_follows_the_cfg_papers_protocol(imagenet64):
     assert min(c.sweep.guidance["cfg"]) > 0 and max(c.sweep.guidance["cfg"]) == 4.0
     assert c.sweep.full_images == 50_000 and c.sample.num_images == 50_000
     assert "inception" in c.eval.extractors and c.eval.require_inception
-    assert c.sweep.gpus_per_trial >= 1 and c.train.use_gpu
+    assert c.sweep.use_gpu and c.sample.use_gpu and c.eval.use_gpu and c.train.use_gpu
 
 
 def test_imagenet64_model_is_adms(imagenet64):

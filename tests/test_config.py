@@ -69,6 +69,7 @@ RENAMED = [
     ("sweep.classifier_scale=[1,4]", "sweep.guidance.classifier"),
     ("sweep.autoguidance_w=[1]", "sweep.guidance.autoguidance"),
     ("sweep.pag_w=[1]", "sweep.guidance.pag"),
+    ("sweep.gpus_per_trial=1", "sweep.use_gpu"),  # the sweep's sampler pool takes the GPUs, not its trials
 ]
 
 

@@ -130,8 +130,10 @@ def test_a_sweep_on_a_two_node_cluster_killed_and_resumed_repeats_no_finished_tr
     """Two birds, one pipeline run less: the driver (and its simulated two-node cluster) is
     SIGKILLed mid-sweep; the same command on a new two-node cluster finishes the sweep."""
     # screening only (full = screen N); the sweep section is the cache key: the same for both runs.
-    # Nodes have one CPU each and a trial takes one, so two trials at once are on two nodes.
-    same = ("--two-nodes", "--set", "sweep.full_images=12", "--set", "sweep.max_concurrent=2")
+    # Nodes have one CPU each; the pool's two sampler actors (spread: one per node) and two trials
+    # take half a CPU each, so two trials at once are on two nodes and every trial's chunks too.
+    same = ("--two-nodes", "--set", "sweep.full_images=12", "--set", "sweep.max_concurrent=2",
+            "--set", "sweep.num_actors=2", "--set", "sweep.cpus_per_actor=0.5", "--set", "sweep.cpus_per_trial=0.5")
     proc = _drive(tmp_path, *same)
     partial = None
     deadline = time.time() + 240
@@ -161,6 +163,8 @@ def test_a_sweep_on_a_two_node_cluster_killed_and_resumed_repeats_no_finished_tr
     assert log.count("ray: 2 node(s)") == 2
     resumed = trials[~trials["config_id"].isin({Path(rel).stem for rel in before})]
     assert resumed["node_id"].nunique() == 2, "the resumed trials ran on one node only"
+    chunk_nodes = {node for nodes in resumed["sample_nodes"] for node in json.loads(nodes)}
+    assert set(resumed["node_id"]) <= chunk_nodes, "the pool did not make chunks on both nodes of the second cluster"
 
 
 def test_a_trial_larger_than_the_local_instance_fails_at_once(ray_local):
@@ -175,5 +179,5 @@ def test_a_trial_larger_than_the_local_instance_fails_at_once(ray_local):
     with pytest.raises(RuntimeError, match="no trial could ever start"):
         _check_resources(ctx, load_config(None, ["sweep.cpus_per_trial=64"]))
     # a cluster may autoscale: it waits, saying for what
-    _check_resources(ctx, load_config(None, ["sweep.gpus_per_trial=1", "cluster.address=auto"]))
+    _check_resources(ctx, load_config(None, ["sweep.cpus_per_trial=64", "cluster.address=auto"]))
     assert said and "autoscaler" in said[-1]

@@ -181,7 +181,7 @@ def test_the_space_sweeps_guidance_intervals_and_pag_layers_for_guided_configura
 
 def test_net_batch_is_resolved_by_the_trials_device_and_is_part_of_the_identity():
     cpu = configurations(_cfg().sweep, [0.1])
-    gpu = configurations(_cfg("sweep.gpus_per_trial=1").sweep, [0.1])
+    gpu = configurations(_cfg("sweep.use_gpu=true").sweep, [0.1])
     assert {c.net_batch for c in cpu} == {64} and {c.net_batch for c in gpu} == {256}
     assert not {c.id for c in cpu} & {c.id for c in gpu}
     assert {c.net_batch for c in configurations(_cfg("sweep.net_batch=32").sweep, [0.1])} == {32}

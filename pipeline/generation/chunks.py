@@ -35,11 +35,16 @@ def chunk_name(k: int) -> str:
     return f"chunk_{k:06d}.npz"
 
 
-def plan_chunks(num_images: int, chunk_size: int) -> list[ChunkPlan]:
+def plan_chunks(num_images: int, chunk_size: int, prefix: int | None = None) -> list[ChunkPlan]:
+    """The chunks of images 0 .. num_images - 1. With `prefix`, the first `prefix` images are
+    chunked as a set of that many would be and the rest after them, so a set grown from a smaller
+    one keeps the smaller one's chunks (the sweep's full round reuses its screening round's)."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    return [ChunkPlan(k, start, min(start + chunk_size, num_images))
-            for k, start in enumerate(range(0, num_images, chunk_size))]
+    first = num_images if prefix is None else min(prefix, num_images)
+    starts = [*range(0, first, chunk_size), *range(first, num_images, chunk_size)]
+    ends = [*starts[1:], num_images]
+    return [ChunkPlan(k, start, min(start + chunk_size, end)) for k, (start, end) in enumerate(zip(starts, ends))]
 
 
 def encode_chunk(images: np.ndarray, labels: np.ndarray, indices) -> bytes:

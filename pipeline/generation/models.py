@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -42,21 +42,28 @@ class Models:
 
 
 def load_models(config: SamplerConfig, diffusion_location: str, classifier_location: Optional[str] = None,
-                device: str | torch.device = "cpu") -> Models:
+                device: str | torch.device = "cpu",
+                cached: Optional[Callable[[tuple, Callable[[], Any]], Any]] = None) -> Models:
     """Load what ``config``'s guidance needs: the main model of a train_diffusion output, its
     guide/ for a kind that needs the guide, the train_classifier output for one that needs the
-    classifier."""
-    main = load_diffusion(diffusion_location, device)
+    classifier. ``cached(key, load)``: a worker's cache of networks (key: what, store location,
+    device), so a worker switching configurations does not read the store again."""
+    def get(what: str, location: str, load: Callable[[str, Any], Any]):
+        if cached is None:
+            return load(location, device)
+        return cached((what, location, str(device)), lambda: load(location, device))
+
+    main = get("diffusion", diffusion_location, load_diffusion)
     if main.p_uncond is not None and abs(float(main.p_uncond) - config.p_uncond) > 1e-9:
         raise ValueError(f"{diffusion_location} was trained with p_uncond={main.p_uncond}, "
                          f"the configuration asks for p_uncond={config.p_uncond}")
     if not main.num_classes:
         raise ValueError(f"{diffusion_location}: an unconditional model; the configurations sample class-conditionally")
     needs = config.kind.needs
-    guide = load_guide(diffusion_location, device) if GUIDE in needs else None
+    guide = get("guide", diffusion_location, load_guide) if GUIDE in needs else None
     classifier = None
     if CLASSIFIER in needs:
         if classifier_location is None:
             raise ValueError(f"{config.guidance} guidance needs the train_classifier output (classifier_location)")
-        classifier = load_classifier(classifier_location, device)
+        classifier = get("classifier", classifier_location, load_classifier)
     return Models(main=main, guide=guide, classifier=classifier)

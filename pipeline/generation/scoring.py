@@ -19,8 +19,9 @@ import os
 import tempfile
 from typing import Any, Iterable, Mapping, Optional
 
-from pipeline.metrics import (FeatureStats, InceptionWeightsMissing, TorchModuleExtractor, batches_from_arrays,
-                              compute_feature_stats, evaluate_samples, inception_extractor)
+from pipeline.generation.features import Gathering
+from pipeline.metrics import (FeatureStats, InceptionWeightsMissing, TorchModuleExtractor, accumulate_features,
+                              batches_from_arrays, compute_feature_stats, inception_extractor, metrics_from_features)
 
 REFERENCE_INDEX = "reference.json"
 KEEP_FEATURES = 10_000   # features kept for KID and precision/recall (the rest only feed mean/cov)
@@ -29,6 +30,9 @@ KID_SUBSET_SIZE = 1000
 METRICS_SEED = 0
 CI_GROUPS = 10    # groups of generated images behind every interval (jackknife / blocks)
 CI_LEVEL = 0.95
+# How features are gathered, in one pass or in parts on workers (pipeline.generation.features)
+SCORING = Gathering(keep=KEEP_FEATURES, seed=METRICS_SEED, groups=CI_GROUPS)
+REFERENCE = Gathering(keep=KEEP_FEATURES, seed=METRICS_SEED)
 
 
 def stats_file(extractor: str) -> str:
@@ -125,20 +129,31 @@ def reference_batches(shard_location: str, split: str = "train", batch_size: int
 def reference_stats(extractors: list, batches: Iterable) -> dict[str, FeatureStats]:
     """FeatureStats of the real images per extractor: mean, covariance, N and KEEP_FEATURES kept
     features (for KID and precision/recall), with the same subsample rule as the samples'."""
-    return compute_feature_stats(extractors, batches, keep=KEEP_FEATURES, seed=METRICS_SEED)
+    return compute_feature_stats(extractors, batches, keep=REFERENCE.keep, seed=REFERENCE.seed)
 
 
 def score_batches(batches: Iterable, extractors: list, references: Mapping[str, FeatureStats], eval_cfg,
                   seed_range: Any = None) -> tuple[dict[str, float], dict[str, dict]]:
     """Metrics of a stream of (uint8 images, labels) batches: (metrics, protocol per extractor)."""
-    results = evaluate_samples(extractors, batches, {e.name: references[e.name] for e in extractors},
-                               keep=KEEP_FEATURES, seed=METRICS_SEED, kid_subsets=KID_SUBSETS,
-                               kid_subset_size=KID_SUBSET_SIZE, pr_k=eval_cfg.pr_neighbours,
-                               seed_range=list(seed_range) if seed_range is not None else None,
-                               ci_groups=CI_GROUPS, ci_level=CI_LEVEL)
+    missing = [e.name for e in extractors if e.name not in references]
+    if missing:
+        raise KeyError(f"no reference statistics for {missing}")
+    return score_gathered(accumulate_features(extractors, batches, **SCORING.options()), references, eval_cfg,
+                          seed_range)
+
+
+def score_gathered(gathered: Mapping[str, Any], references: Mapping[str, FeatureStats], eval_cfg,
+                   seed_range: Any = None) -> tuple[dict[str, float], dict[str, dict]]:
+    """Metrics of features gathered with SCORING ({extractor: StreamFeatures}, in one pass or
+    merged from workers' parts): (metrics with their intervals, protocol per extractor)."""
     metrics: dict[str, float] = {}
     protocol: dict[str, dict] = {}
-    for name, result in results.items():
+    for name, features in gathered.items():
+        result = metrics_from_features(features, references[name], kid_subsets=KID_SUBSETS,
+                                       kid_subset_size=KID_SUBSET_SIZE, kid_seed=METRICS_SEED,
+                                       pr_k=eval_cfg.pr_neighbours,
+                                       seed_range=list(seed_range) if seed_range is not None else None,
+                                       ci_level=CI_LEVEL)
         metrics.update({k: float(v) for k, v in result.metrics.items()})
         metrics.update(interval_columns(result.intervals))
         protocol[name] = result.protocol

@@ -6,10 +6,11 @@ them (intervals), and clean-fid cross-checks.
 Pure library: torch, numpy, scipy, PIL and clean-fid only; nothing here knows about
 the pipeline, Ray or MLflow.
 """
-from .accumulate import FeatureSubsample, GroupedMoments, RunningMoments
+from .accumulate import FeatureSubsample, GroupedMoments, RunningMoments, kept_key_threshold
 from .class_accuracy import ClassAccuracyAccumulator, class_accuracy
 from .extractors import CleanResizeExtractor, FeatureExtractor, TorchModuleExtractor
 from .frechet import ImaginaryComponentError, frechet_distance
+from .gathering import FeatureAccumulator
 from .inception import (INCEPTION_FILENAME, InceptionWeightsMissing, inception_extractor,
                         load_cleanfid_inception, resolve_inception_weights)
 from .inception_score import InceptionScoreAccumulator, inception_score
@@ -32,5 +33,5 @@ __all__ = [
     "ClassAccuracyAccumulator", "accumulate_features", "compute_feature_stats", "evaluate_samples",
     "metrics_from_features", "metric_names", "MetricsResult", "StreamFeatures", "ImageBatch",
     "as_batches", "batches_from_arrays", "batches_from_png_folder", "batches_from_npz",
-    "write_png_folder",
+    "write_png_folder", "FeatureAccumulator", "kept_key_threshold",
 ]

@@ -14,6 +14,10 @@ avoids the cancellation of sum-of-squares formulas when the mean is large.
 
 GroupedMoments keeps the same moments per interval group (sample i in group
 sample_groups(i, G, seed)), for the delete-a-group jackknife of pipeline.metrics.intervals.
+
+Every accumulator here has `merge(other)`: accumulators filled on different workers over
+disjoint sets of sample indices merge into what one pass over all of them gathers (moments by
+the update above, kept subsamples by their keys, groups group by group).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import numpy as np
 
 from ._hashing import index_hash, sample_groups
 
-__all__ = ["RunningMoments", "GroupedMoments", "FeatureSubsample"]
+__all__ = ["RunningMoments", "GroupedMoments", "FeatureSubsample", "kept_key_threshold"]
 
 
 class RunningMoments:
@@ -92,6 +96,15 @@ class GroupedMoments:
             self.moments[g].update(x[group == g])
         self.seen = max(self.seen, start + x.shape[0])
 
+    def merge(self, other: "GroupedMoments") -> None:
+        """Combine with the groups of another part of the stream (same groups and seed)."""
+        if (other.groups, other.seed) != (self.groups, self.seed):
+            raise ValueError(f"cannot merge {other.groups} groups (seed {other.seed}) into {self.groups} "
+                             f"(seed {self.seed})")
+        for mine, theirs in zip(self.moments, other.moments):
+            mine.merge(theirs)
+        self.seen = max(self.seen, other.seen)
+
     @property
     def sizes(self) -> np.ndarray:
         return np.array([m.n for m in self.moments], dtype=np.int64)
@@ -112,13 +125,18 @@ class FeatureSubsample:
     with the smallest keys are kept. The subset depends only on the sample indices and the
     seed -- never on batch sizes -- and when the stream has at most `max_keep` samples,
     all are kept. The result is ordered by sample index.
+
+    `max_key`: keys above it are dropped at once. A worker that sees part of a stream of known
+    length N passes kept_key_threshold(N, max_keep, seed), the largest key the whole stream
+    keeps, so it holds (and ships) only what the merged subsample will keep.
     """
 
-    def __init__(self, max_keep: int, seed: int = 0):
+    def __init__(self, max_keep: int, seed: int = 0, max_key: int | None = None):
         if max_keep < 0:
             raise ValueError("max_keep must be >= 0")
         self.max_keep = max_keep
         self.seed = seed
+        self.max_key = None if max_key is None else np.uint64(max_key)
         self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (keys, index, feats)
         self._count = 0
         self._threshold: np.uint64 | None = None  # largest kept key once max_keep are held
@@ -132,14 +150,29 @@ class FeatureSubsample:
         if self.max_keep == 0 or x.shape[0] == 0:
             return
         keys = index_hash(idx.astype(np.uint64), self.seed)
+        if self.max_key is not None:
+            sel = keys <= self.max_key
+            keys, idx, x = keys[sel], idx[sel], x[sel]
+        self._add(keys, idx, x.copy())
+
+    def _add(self, keys: np.ndarray, idx: np.ndarray, x: np.ndarray) -> None:
         if self._threshold is not None:  # full: only smaller keys can enter
             sel = keys < self._threshold
             keys, idx, x = keys[sel], idx[sel], x[sel]
         if keys.size:
-            self._chunks.append((keys, idx, x.copy()))
+            self._chunks.append((keys, idx, x))
             self._count += keys.size
             if self._count > 2 * self.max_keep:
                 self._prune()
+
+    def merge(self, other: "FeatureSubsample") -> None:
+        """Combine with the subsample of another part of the stream (disjoint sample indices,
+        same seed): the result keeps what one pass over both parts keeps."""
+        if other.seed != self.seed:
+            raise ValueError(f"cannot merge a subsample with seed {other.seed} into one with seed {self.seed}")
+        for keys, idx, feats in other._chunks:
+            self._add(keys, idx, feats)
+        self.seen = max(self.seen, other.seen)
 
     def _prune(self) -> None:
         if len(self._chunks) > 1:
@@ -169,3 +202,12 @@ class FeatureSubsample:
         if not self._chunks:
             return np.empty((0, 0), dtype=np.float32)
         return self._chunks[0][2]
+
+
+def kept_key_threshold(num_samples: int, keep: int, seed: int = 0) -> int | None:
+    """The largest key FeatureSubsample(keep, seed) keeps of samples 0 .. num_samples - 1; None
+    when it keeps them all (a worker's subsample then filters nothing)."""
+    if keep <= 0 or num_samples <= keep:
+        return None
+    keys = index_hash(np.arange(num_samples, dtype=np.uint64), seed)
+    return int(np.partition(keys, keep - 1)[keep - 1])

@@ -20,6 +20,11 @@ class ClassAccuracyAccumulator:
         self.correct += int((logits.argmax(axis=1) == labels).sum())
         self.total += int(labels.shape[0])
 
+    def merge(self, other: "ClassAccuracyAccumulator") -> None:
+        """Combine with the counts of another part of the samples."""
+        self.correct += other.correct
+        self.total += other.total
+
     def result(self) -> float:
         if self.total == 0:
             raise ValueError("no samples")

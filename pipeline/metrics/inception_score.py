@@ -76,6 +76,23 @@ class InceptionScoreAccumulator:
         self.count += np.bincount(split, minlength=self.splits)
         self.seen = max(self.seen, start + p.shape[0])
 
+    def merge(self, other: "InceptionScoreAccumulator") -> None:
+        """Combine with the sums of another part of the stream (disjoint sample indices)."""
+        if (other.splits, other.seed) != (self.splits, self.seed):
+            raise ValueError(f"cannot merge {other.splits} splits (seed {other.seed}) into {self.splits} "
+                             f"(seed {self.seed})")
+        if other._sum_p is None:
+            return
+        if self._sum_p is None:
+            self.num_classes = other.num_classes
+            self._sum_p = np.zeros_like(other._sum_p)
+        if other.num_classes != self.num_classes:
+            raise ValueError(f"expected {self.num_classes} classes, got {other.num_classes}")
+        self._sum_p += other._sum_p
+        self._sum_plogp += other._sum_plogp
+        self.count += other.count
+        self.seen = max(self.seen, other.seen)
+
     def per_split(self) -> np.ndarray:
         """exp(E KL) of every non-empty split."""
         if self._sum_p is None or self.count.sum() == 0:

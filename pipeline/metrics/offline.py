@@ -9,6 +9,8 @@ Names carry the feature space. clean-fid's Inception gives the conventional name
     dataset's classes and the samples carry their conditioning labels.
 With `ci_groups`, MetricsResult.intervals also holds a 95% interval per metric (fd, kid mean, is,
 precision, recall, class accuracy; methods in pipeline.metrics.intervals), keyed by metric name.
+The features themselves are gathered by pipeline.metrics.gathering (in one pass, or in parts on
+workers, merged).
 """
 from __future__ import annotations
 
@@ -18,14 +20,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import intervals as ci
-from .accumulate import FeatureSubsample, GroupedMoments, RunningMoments
-from .class_accuracy import ClassAccuracyAccumulator
 from .extractors import FeatureExtractor
 from .frechet import frechet_distance
-from .inception_score import InceptionScoreAccumulator
+from .gathering import StreamFeatures, _as_list, accumulate_features, compute_feature_stats
 from .kid import kid
 from .precision_recall import precision_recall_details
-from .sources import as_batches
 from .stats import FeatureStats
 
 __all__ = ["StreamFeatures", "accumulate_features", "compute_feature_stats", "metric_names",
@@ -44,70 +43,6 @@ def metric_names(extractor_name: str) -> dict[str, str]:
     return dict(fd=f"fd_{n}", kid_mean=f"kid_{n}_mean", kid_std=f"kid_{n}_std", is_mean=f"is_{n}",
                 is_std=f"is_{n}_std", precision=f"precision_{n}", recall=f"recall_{n}",
                 class_accuracy="class_accuracy")
-
-
-@dataclass
-class StreamFeatures:
-    """What one pass over a stream gathers for one extractor."""
-    stats: FeatureStats
-    inception_score: InceptionScoreAccumulator | None
-    class_accuracy: ClassAccuracyAccumulator | None
-    groups: GroupedMoments | None = None  # per interval group, when intervals are wanted
-    group_seed: int = 0
-
-
-def _as_list(extractors) -> list[FeatureExtractor]:
-    return list(extractors) if isinstance(extractors, (list, tuple)) else [extractors]
-
-
-def accumulate_features(extractors: FeatureExtractor | Sequence[FeatureExtractor], batches: Iterable,
-                        *, keep: int | None = 10_000, seed: int = 0, is_splits: int = 10,
-                        groups: int | None = None) -> dict[str, StreamFeatures]:
-    """Run every extractor on every batch once; accumulate moments (float64), a kept
-    subsample of `keep` features (None: all) chosen by (seed, sample index), IS sums and
-    class-accuracy counts, and with `groups` the moments of each interval group too.
-    Nothing is written to disk."""
-    exs = _as_list(extractors)
-    names = [e.name for e in exs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"extractor names must be distinct: {names}")
-    moments = {e.name: RunningMoments() for e in exs}
-    subs = {e.name: FeatureSubsample(keep if keep is not None else np.iinfo(np.int64).max, seed) for e in exs}
-    grouped = {e.name: GroupedMoments(groups, seed) if groups else None for e in exs}
-    scores: dict[str, InceptionScoreAccumulator | None] = {e.name: None for e in exs}
-    accs: dict[str, ClassAccuracyAccumulator | None] = {e.name: None for e in exs}
-    n_seen = 0
-    for batch in as_batches(batches):
-        n = batch.images.shape[0]
-        if n == 0:
-            continue
-        for ex in exs:
-            feats, logits = ex(batch.images)
-            moments[ex.name].update(feats)
-            subs[ex.name].update(feats, start_index=n_seen)
-            if grouped[ex.name] is not None:
-                grouped[ex.name].update(feats, start_index=n_seen)
-            if logits is not None:
-                if scores[ex.name] is None:
-                    scores[ex.name] = InceptionScoreAccumulator(splits=is_splits, seed=seed)
-                scores[ex.name].update(logits=logits, start_index=n_seen)
-                if getattr(ex, "predicts_labels", False) and batch.labels is not None:
-                    if accs[ex.name] is None:
-                        accs[ex.name] = ClassAccuracyAccumulator()
-                    accs[ex.name].update(logits, batch.labels)
-        n_seen += n
-    if n_seen < 2:
-        raise ValueError(f"need at least 2 images, the stream had {n_seen}")
-    return {name: StreamFeatures(FeatureStats.from_accumulators(name, moments[name], subs[name]),
-                                 scores[name], accs[name], grouped[name], seed) for name in names}
-
-
-def compute_feature_stats(extractors: FeatureExtractor | Sequence[FeatureExtractor], batches: Iterable,
-                          *, keep: int | None = 10_000, seed: int = 0) -> dict[str, FeatureStats]:
-    """Statistics of an image stream per extractor (e.g. the reference statistics of the
-    real data): mean, covariance, N and `keep` kept features."""
-    out = accumulate_features(extractors, batches, keep=keep, seed=seed)
-    return {name: sf.stats for name, sf in out.items()}
 
 
 @dataclass

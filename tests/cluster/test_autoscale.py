@@ -60,10 +60,13 @@ def test_two_gpu_tasks_scale_two_gpu_nodes_up_from_zero(gpu_cluster):
 TINY = REPO / "tests" / "sweep_stages" / "tiny.yaml"
 # every unit that can ask for a GPU does; the fake GPUs have no CUDA behind them
 ON_GPUS = ["--set", "train.use_gpu=true", "--set", "classifier.use_gpu=true", "--set", "evalnet.use_gpu=true",
-           "--set", "sweep.gpus_per_trial=1", "--set", "cluster.require_cuda=false"]
-# a sweep of one configuration, screened only (CI time: each trial is a Tune trial on a node of its own)
-ONE_CONFIGURATION = ["--set", "sweep.guidance={cfg: [1.0]}", "--set", "sweep.full_images=12"]
-GPU_STAGES = ("train_diffusion", "train_diffusion.guide", "train_classifier", "train_evalnet", "sweep")
+           "--set", "sample.use_gpu=true", "--set", "eval.use_gpu=true", "--set", "sweep.use_gpu=true",
+           "--set", "cluster.require_cuda=false"]
+# a sweep of one configuration, screened only (CI time), in 6 chunks on a pool of two GPU actors
+ONE_CONFIGURATION = ["--set", "sweep.guidance={cfg: [1.0]}", "--set", "sweep.full_images=12",
+                     "--set", "sweep.chunk_size=2", "--set", "sweep.num_actors=2"]
+GPU_STAGES = ("train_diffusion", "train_diffusion.guide", "train_classifier", "train_evalnet", "sample",
+              "reference_stats", "evaluate", "sweep")
 
 
 def units_by_stage(store_root: Path, nodes: list[dict]) -> dict[str, list[dict]]:
@@ -71,8 +74,10 @@ def units_by_stage(store_root: Path, nodes: list[dict]) -> dict[str, list[dict]]
 
     Reads what the stages record: every list of {node_id, node_type, ...} records in an output's
     summary under a key `units` (the stage's units, e.g. the training workers) or `<role>_units`
-    (filed as `<stage>.<role>`, e.g. train_diffusion.guide), and the `node_id` column of the
-    sweep's trials.parquet (one row per trial). A record without a node type gets the one that
+    (filed as `<stage>.<role>`, e.g. train_diffusion.guide); the records of the chunks and feature
+    tasks of the sweep's trials (trials.parquet's `sample_units` / `feature_units`: the trials
+    themselves only coordinate); and the `units` of metrics.json / reference.json (evaluate's and
+    reference_stats' feature tasks). A record without a node type gets the one that
     `nodes` (FakeCluster.nodes(), dead nodes included) gives its node."""
     import pandas as pd
 
@@ -85,9 +90,15 @@ def units_by_stage(store_root: Path, nodes: list[dict]) -> dict[str, list[dict]]
             if key == "units" or key.endswith("_units"):
                 name = stage if key == "units" else f"{stage}.{key.removesuffix('_units')}"
                 found.setdefault(name, []).extend(records)
-        if (manifest.parent / "trials.parquet").is_file():
+        for record_file in ("metrics.json", "reference.json"):  # the feature tasks of evaluate, reference_stats
+            if (manifest.parent / record_file).is_file() and "units" not in summary:
+                found.setdefault(stage, []).extend(json.loads((manifest.parent / record_file).read_text())
+                                                   .get("units") or [])
+        if (manifest.parent / "trials.parquet").is_file():  # a trial's chunks and feature tasks, on the pool
             rows = pd.read_parquet(manifest.parent / "trials.parquet")
-            found.setdefault(stage, []).extend({"node_id": node_id} for node_id in rows["node_id"])
+            for column in ("sample_units", "feature_units"):
+                for cell in rows[column]:
+                    found.setdefault(stage, []).extend(json.loads(cell or "[]"))
     return {stage: [{"node_id": r["node_id"], "node_type": r.get("node_type") or types.get(r["node_id"], "?")}
                     for r in records] for stage, records in found.items()}
 
@@ -147,6 +158,7 @@ def test_the_pipeline_with_every_unit_on_gpus_scales_gpu_nodes_up_from_zero(gpu_
     for stage in GPU_STAGES:
         assert units[stage] and {u["node_type"] for u in units[stage]} == {GPU_TYPE}, (stage, units[stage])
         assert {u["node_id"] for u in units[stage]} <= gpu_nodes
+    assert len({u["node_id"] for u in units["sweep"]}) == 2, units["sweep"]  # one configuration, two GPU workers
     print("GPU nodes per stage:", {stage: len({u["node_id"] for u in records}) for stage, records in units.items()})
 
     tags = stage_tags(tracking)

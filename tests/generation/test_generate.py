@@ -106,6 +106,43 @@ def test_images_identical_for_any_batch_size_and_split(tiny_models, guidance):
     assert np.array_equal(labels, labels_for(t, range(12), NUM_CLASSES).numpy())
 
 
+def test_cached_networks_shared_by_configurations_give_the_images_of_fresh_ones(tiny_models):
+    """A pool worker keeps the networks it loaded (LRU by store location) and samples configuration
+    after configuration with them: PAG's perturbed attention, classifier gradients or a guide must
+    leave nothing behind that changes the next configuration's images."""
+    from pipeline.generation.workers import LRU
+
+    configs = [trial(guidance=g, strength=2.0, net_batch=8) for g in ("pag", "classifier", "autoguidance", "cfg")]
+    cache = LRU(3)
+    fresh = {c.id: generate(c, load_models(c, tiny_models["diffusion"], tiny_models["classifier"]), range(6), 6)[0]
+             for c in configs}
+    for c in configs + configs[::-1]:
+        models = load_models(c, tiny_models["diffusion"], tiny_models["classifier"], cached=cache.get)
+        assert np.array_equal(generate(c, models, range(6), 3)[0], fresh[c.id]), c.name
+    assert cache.loads == 3  # main, classifier, guide: each read from the store once
+    assert sorted(key[0] for key in cache.items) == ["classifier", "diffusion", "guide"]
+    small = LRU(2)
+    for key in ("a", "b", "a", "c", "a", "b"):
+        small.get(key, lambda: object())
+    assert small.loads == 4 and list(small.items) == ["a", "b"]  # c pushed b out, b pushed c out
+
+
+def test_chunks_of_a_grown_set_keep_the_smaller_sets_chunks(tiny_models):
+    """The sweep's full round plans its chunks with the screening round's as a prefix: same names,
+    same index ranges, so the screened chunks are reused as they are and the union is the set."""
+    from pipeline.generation import plan_chunks
+
+    screen, full = plan_chunks(10, 4), plan_chunks(23, 4, prefix=10)
+    assert full[:len(screen)] == screen and [(p.start, p.stop) for p in full[len(screen):]] == [
+        (10, 14), (14, 18), (18, 22), (22, 23)]
+    assert [p.index for p in full] == list(range(len(full))) and plan_chunks(23, 4, prefix=30) == plan_chunks(23, 4)
+    t = trial(net_batch=8)
+    models = load_models(t, tiny_models["diffusion"])
+    whole, _ = generate(t, models, range(23), 23)
+    parts = np.concatenate([generate(t, models, p.indices, 3)[0] for p in full])
+    assert np.array_equal(parts, whole)
+
+
 @pytest.mark.parametrize("guidance", ["cfg", "autoguidance", "pag"])
 def test_bf16_precision_stays_close_to_fp32_and_batch_invariant(tiny_models, guidance):
     """precision=bf16 runs the denoising networks under bf16 autocast: the images move by bf16

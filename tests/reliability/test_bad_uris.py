@@ -26,8 +26,8 @@ CASES = [
     # GPUs a private local instance cannot have (pipeline.resources)
     (["train.use_gpu=true", "cluster.num_gpus=0"], "train_diffusion: 1 x training worker (1 CPU, 1 GPU each) (use_gpu) need 1 GPU but "
                              "this machine's private Ray instance has 0"),
-    (["sweep.gpus_per_trial=1", "cluster.num_gpus=0"], "sweep: one sweep trial per configuration, as many at once as fit (1 CPU, 1 GPU "
-                                 "each) (sweep.gpus_per_trial) need 1 GPU but"),
+    (["sweep.use_gpu=true", "cluster.num_gpus=0"], "sweep: 2 x sampler actor (1 CPU, 1 GPU each) (sweep.use_gpu, "
+                                                  "eval.use_gpu) need 1 GPU but"),
 ]
 
 
@@ -44,15 +44,22 @@ def test_refused_before_anything_starts(tmp_path, monkeypatch, capsys, overrides
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     (tmp_path / "a-file").write_text("not a directory")
+    import ray
+
+    session_before = _ray_session(ray)  # the suite's shared local instance may be up (tests/conftest.py ray_local)
     started = time.time()
     assert _run(tmp_path, [o.format(tmp=tmp_path) for o in overrides]) == 2
     err = capsys.readouterr().err
     assert message.format(tmp=tmp_path) in err and "nothing was started" in err, err
     assert time.time() - started < 30
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
-    import ray
+    assert _ray_session(ray) == session_before  # the run started no Ray instance and joined none
 
-    assert not ray.is_initialized()
+
+def _ray_session(ray):
+    """The Ray session this process is connected to, or None."""
+    return ray.get_runtime_context().get_job_id() and ray._private.worker._global_node.session_name \
+        if ray.is_initialized() else None
 
 
 def test_a_dataset_uri_that_does_not_answer_is_refused(tmp_path, monkeypatch, capsys):

@@ -26,7 +26,7 @@ from tests.reliability.conftest import descendants, mlflow_runs
 pytestmark = pytest.mark.slow
 
 TASKS = {"shard task": "_write_shard_task"}  # kind -> name of a running task (State API)
-ACTORS = {"training worker": "RayTrainWorker", "sampler actor": "SamplerWorker",  # kind -> actor class
+ACTORS = {"training worker": "RayTrainWorker", "sampler actor": "ChunkWorker",  # kind -> actor class
           "sweep trial": "ImplicitFunc"}  # (Tune's is wrap_function.<locals>.ImplicitFunc)
 POLL = 0.5  # seconds between looks at what runs
 BUSY = 1.0  # an actor alive this long is at work, no longer starting

@@ -80,12 +80,18 @@ def test_dry_run_prints_each_stages_units(tmp_path):
     assert printed["shard"] == "one shard task per shard to write (1 CPU each)"
     assert printed["train_diffusion"] == printed["train_evalnet"] == "2 x training worker (1 CPU each)"
     assert printed["sample"] == "2 x sampler actor (1 CPU each)"
-    assert printed["reference_stats"] == "in the driver process"
+    assert printed["reference_stats"] == printed["evaluate"] == "2 x feature extractor (1 CPU each)"
+    assert printed["sweep"] == ("one sweep trial per configuration, as many at once as fit (1 CPU each); "
+                                "2 x sampler actor (1 CPU each)")
+    assert printed["leaderboard"] == "in the driver process"
 
     gpu = _units_printed(load_config(REPO / IMAGENET, ["data.path=/tmp", "classifier.cpus_per_worker=4"]), tmp_path)
     assert gpu["train_diffusion"] == gpu["train_evalnet"] == "8 x training worker (8 CPUs, 1 GPU each)"
     assert gpu["train_classifier"] == "8 x training worker (4 CPUs, 1 GPU each)"
-    assert gpu["sweep"] == "one sweep trial per configuration, as many at once as fit (8 CPUs, 1 GPU each)"
+    assert gpu["sweep"] == ("one sweep trial per configuration, as many at once as fit (1 CPU each); "
+                            "16 x sampler actor (6 CPUs, 1 GPU each)")
+    assert gpu["sample"] == "16 x sampler actor (8 CPUs, 1 GPU each)"
+    assert gpu["reference_stats"] == gpu["evaluate"] == "16 x feature extractor (8 CPUs, 1 GPU each)"
 
 
 def test_dry_run_output_of_the_cli(run_pipeline, capsys):
@@ -126,3 +132,20 @@ def test_shard_plans_its_parallelism_from_the_data(digits_shards):
         summary = json.load(f)["summary"]
     shards = summary["num_shards_train"] + summary["num_shards_val"]
     assert shards > 2 and summary["num_tasks"] == shards
+
+
+def test_a_local_instance_without_enough_gpus_is_refused_before_ray_starts_pools_need_one_unit():
+    from dataclasses import replace
+
+    from pipeline.config import ClusterConfig
+    from pipeline.resources import gpus_a_local_instance_lacks
+
+    one_gpu = replace(ClusterConfig(), num_gpus=1, address=None)
+    workers = Units("training worker", 2, gpus=1.0, knob="train.num_workers", gpu_knob="train.use_gpu")
+    pool = Units("sampler actor", 2, gpus=1.0, knob="sample.num_actors", gpu_knob="sample.use_gpu", pool=True)
+    trials = Units("sweep trial", None, per="configuration")
+    assert "need 2 GPUs but this machine's private Ray instance has 1" in gpus_a_local_instance_lacks(workers, one_gpu)
+    assert gpus_a_local_instance_lacks(pool, one_gpu) is None  # the pool starts the one that fits
+    assert gpus_a_local_instance_lacks((trials, pool), one_gpu) is None
+    no_gpu = replace(one_gpu, num_gpus=0)
+    assert "(sample.use_gpu) need 1 GPU" in gpus_a_local_instance_lacks((trials, pool), no_gpu)
