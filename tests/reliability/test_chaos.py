@@ -95,8 +95,10 @@ class WorkerKiller(threading.Thread):
 
 
 # Files that rightly differ between two runs: timings (a trial's row also records its images/s),
-# the store location, MLflow run ids. The metrics in them are compared through trials.parquet.
-VARYING = ("mlflow/", "results/", "trials.parquet", "samples.json")
+# the store location, MLflow run ids, where each unit ran (node, pid, seconds: units/*.json, and
+# the parts listed in reference.json). The metrics in them are compared through trials.parquet,
+# the statistics through stats_*.npz, the images through chunk_*.npz.
+VARYING = ("mlflow/", "results/", "trials.parquet", "samples.json", "units/", "reference.json")
 
 
 def published(root: Path) -> dict[str, dict]:
