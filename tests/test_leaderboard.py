@@ -174,6 +174,13 @@ def test_cli_reads_trial_runs_from_mlflow(tmp_path, capsys):
         for k in ("fd_evalnet", "is_evalnet", "images_per_s"):
             client.log_metric(run.info.run_id, k, row[k])
         client.set_terminated(run.info.run_id)
+    # A trial run whose logging a stop signal cut is FAILED (the re-run logs the trial again): not a row.
+    cut = synthetic_rows()[3]
+    run = client.create_run(exp, tags={"pipeline.kind": lb.TRIAL_KIND, "leaderboard.dataset": cut["dataset"],
+                                       "leaderboard.protocol": cut["protocol"],
+                                       "leaderboard.protocol_json": cut["protocol_json"]})
+    client.log_param(run.info.run_id, "config_id", cut["config_id"])
+    client.set_terminated(run.info.run_id, status="FAILED")
     assert lb.main(["--tracking-uri", uri, "--experiment", "exp", "--format", "csv"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert len(table) == 3 and list(table["rank"]) == [1, 2, 3]

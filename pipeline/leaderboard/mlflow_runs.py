@@ -24,7 +24,8 @@ def trial_run_tags(row: dict[str, Any], fidelity: str) -> dict[str, str]:
 
 
 def rows_from_mlflow(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    """One row per evaluated configuration from the sweep's nested MLflow runs (latest run wins)."""
+    """One row per evaluated configuration from the sweep's finished nested MLflow runs (latest run
+    wins; a run whose logging a stop signal cut is FAILED and logged again by the re-run)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -33,7 +34,7 @@ def rows_from_mlflow(tracking_uri: str, experiment: str) -> pd.DataFrame:
         raise SystemExit(f"no MLflow experiment {experiment!r} in {tracking_uri}")
     runs, token = [], None
     while True:
-        page = client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = '{TRIAL_KIND}'",
+        page = client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = '{TRIAL_KIND}' and attributes.status = 'FINISHED'",
                                   max_results=1000, page_token=token, order_by=["attributes.start_time DESC"])
         runs.extend(page)
         token = page.token
