@@ -208,7 +208,12 @@ def _published_meanwhile(inst: Instance, store: Store) -> Optional[Output]:
     instance is rebuilt all the same)."""
     if inst.forced or inst.damaged or inst.status != "run":
         return None
-    if store.verify(inst.name, inst.key, required=inst.stage.spec.outputs, level="stat") is not None:
+    problem = store.verify(inst.name, inst.key, required=inst.stage.spec.outputs, level="stat")
+    if problem is not None:
+        if store.exists(inst.name, inst.key):  # published meanwhile, yet not whole: say why it is rebuilt
+            print(f"    {inst.label}: the output another run published does not verify ({problem}); rebuilding it",
+                  flush=True)
+            inst.damaged = True
         return None
     return store.open(inst.name, inst.key, required=inst.stage.spec.outputs)
 

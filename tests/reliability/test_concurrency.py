@@ -138,6 +138,7 @@ def test_two_runs_of_one_stage_on_one_store(tmp_path, drivers):
     assert "cached (" in second.output and "published by another run while this one waited" in second.output
     entries = sorted(p.name for p in (tmp_path / "runs/source").iterdir())
     assert [e for e in entries if not e.startswith("_")] == [e for e in entries if len(e) == 20] and \
-        len([e for e in entries if len(e) == 20]) == 1, entries
+        len([e for e in entries if len(e) == 20]) == 1, \
+        f"{entries}\n--- first:\n{first.output[-2000:]}\n--- second:\n{second.output[-2000:]}"
     stage_runs = [r for r in mlflow_runs(tmp_path) if r.info.run_name == "source"]
     assert len(stage_runs) == 1 and stage_runs[0].info.status == "FINISHED"
