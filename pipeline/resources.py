@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -269,8 +271,6 @@ def node_tags(units: list[dict[str, Any]], prefix: str = "") -> dict[str, str]:
 
 
 def _node_description() -> str:
-    import socket
-
     import ray
 
     context = ray.get_runtime_context()
@@ -279,8 +279,6 @@ def _node_description() -> str:
 
 def _cuda_report() -> dict[str, Any]:
     """Runs inside a unit: what torch sees of the GPU Ray assigned."""
-    import os
-
     import ray
     import torch
 
@@ -296,9 +294,6 @@ def unit_location() -> dict[str, Any]:
     where work ran): the Ray node id and IP, the node type (the autoscaler's node group label,
     which it sets from RAY_NODE_TYPE_NAME; "" on a node it did not start), the accelerator type,
     the resources Ray assigned to the unit, and the host. Empty values outside Ray."""
-    import os
-    import socket
-
     where = {"node_id": "", "node_ip": "", "node_type": os.environ.get("RAY_NODE_TYPE_NAME", ""),
              "accelerator": "", "resources": {}, "host": socket.gethostname()}
     try:

@@ -14,6 +14,7 @@ import json
 import os
 import posixpath
 import tempfile
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,8 +22,13 @@ from typing import Any, Iterator, Optional
 
 import pyarrow.fs as pafs
 
-from pipeline.store_integrity import (NOT_PUBLISHED, StatRecord, missing_declared,  # noqa: F401 (re-exported)
-                                      sha256_file, verify_output)
+from pipeline.store_integrity import (  # noqa: F401 (re-exported)
+    NOT_PUBLISHED,
+    StatRecord,
+    missing_declared,
+    sha256_file,
+    verify_output,
+)
 from pipeline.store_locks import file_lock, lease_lock
 
 MANIFEST = "_MANIFEST.json"
@@ -49,8 +55,6 @@ PROBE_TIMEOUT = 10.0  # seconds for a filesystem to answer before the run is ref
 def _within(seconds: float, fn, *args):
     """fn(*args) in a daemon thread; TimeoutError if it has not answered in time (an unreachable
     object store retries for minutes, and a daemon thread never holds up the exit)."""
-    import threading
-
     box: dict[str, Any] = {}
 
     def call():

@@ -18,11 +18,15 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Optional
+from urllib.parse import urlsplit
 
 from pipeline.config import Config, TrackingConfig, flatten
-from pipeline.stopping import Terminated, received as stop_signal  # noqa: F401  (Terminated: re-exported)
+from pipeline.stopping import Terminated  # noqa: F401  (Terminated: re-exported)
+from pipeline.stopping import received as stop_signal
 
 PACKAGES = ("ray", "torch", "mlflow", "webdataset", "pyarrow", "clean-fid", "numpy", "pillow")
 MAX_PARAM_LENGTH = 6000
@@ -83,8 +87,6 @@ def reachability_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
     """Why the tracking store at `uri` (of a usable form) cannot be reached now, asked before
     anything starts and within `timeout` seconds: a sqlite file's directory that does not exist,
     an MLflow server that does not answer, a database host that refuses; None when reachable."""
-    from urllib.parse import urlsplit
-
     base = uri.split("://", 1)[0].lower().split("+", 1)[0]
     if base in OTHER_SCHEMES:
         return None
@@ -111,9 +113,6 @@ def reachability_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
 
 def _server_problem(uri: str, timeout: float) -> Optional[str]:
     """An MLflow server answers GET /health; any HTTP answer (even 401/403) shows it is there."""
-    import urllib.error
-    import urllib.request
-
     try:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
     except urllib.error.HTTPError:

@@ -12,6 +12,8 @@ protocol (extractor, N, reference statistics id, seed range, k of precision/reca
 as params protocol.<extractor>.<field>; metrics.json holds the same in the output, and where each
 feature task ran (Ray node id, node type, device).
 """
+import time
+
 from pipeline.graph import StageSpec
 from pipeline.resources import Units
 
@@ -53,13 +55,21 @@ def usable_names(wanted, references, require_inception: bool) -> tuple[list[str]
 
 
 def run(ctx, cfg, inputs):
-    import time
-
-    from pipeline.generation import load_references, plan_chunks, protocol_id, protocol_params
+    from pipeline.generation import (
+        load_references,
+        plan_chunks,
+        protocol_id,
+        protocol_params,
+    )
     from pipeline.generation.features import chunk_tasks, gather, parts_for
     from pipeline.generation.pool import Pool
     from pipeline.generation.scoring import SCORING, score_gathered
-    from pipeline.generation.workers import WorkerSpec, count_by, where_record, where_tags
+    from pipeline.generation.workers import (
+        WorkerSpec,
+        count_by,
+        where_record,
+        where_tags,
+    )
     from pipeline.resources import Placement
 
     samples = inputs["sample"]

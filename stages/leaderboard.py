@@ -13,6 +13,9 @@ reproduced ones, without intervals), and writes
 all logged as MLflow artifacts of the stage's run, the table also as an MLflow table
 (leaderboard_table.json) and the best configuration's metrics as run metrics.
 """
+import io
+import posixpath
+
 from pipeline.graph import StageSpec
 
 STAGE = StageSpec(
@@ -28,8 +31,6 @@ PAGES = ("leaderboard.html", "plots", "leaderboard.md")  # linked from the pipel
 
 
 def run(ctx, cfg, inputs):
-    import io
-
     import pandas as pd
 
     from pipeline import leaderboard as lb
@@ -114,10 +115,13 @@ def _headline(ranked) -> dict[str, float]:
 
 
 def _log_to_mlflow(ctx, ranked, headline: dict[str, float]) -> None:
-    import posixpath
-
     from pipeline.leaderboard import groups
-    from pipeline.leaderboard.mlflow_runs import BEST_TAG, DATASET_TAG, PROTOCOL_TAG, RANKED_BY_TAG
+    from pipeline.leaderboard.mlflow_runs import (
+        BEST_TAG,
+        DATASET_TAG,
+        PROTOCOL_TAG,
+        RANKED_BY_TAG,
+    )
     from pipeline.leaderboard.writers import table_columns
 
     for rel in ctx.out.files():

@@ -11,6 +11,8 @@ of one pass. Writes stats_<extractor>.npz (pipeline.metrics.FeatureStats: mean, 
 kept subsample for KID and precision/recall; loaded without pickle) and reference.json naming each
 file with its stats id, the id every metric's protocol records, and where each task ran.
 """
+import time
+
 from pipeline.graph import StageSpec
 from pipeline.resources import Units
 
@@ -35,13 +37,16 @@ MAX_TASK_IMAGES = 50_000  # a task's images (its moments and kept features trave
 
 
 def run(ctx, cfg, inputs):
-    import time
-
     from pipeline.data.loader import ShardedDataset
     from pipeline.generation.features import gather, parts_for, shard_tasks
     from pipeline.generation.pool import Pool
     from pipeline.generation.scoring import REFERENCE, write_references
-    from pipeline.generation.workers import WorkerSpec, count_by, where_record, where_tags
+    from pipeline.generation.workers import (
+        WorkerSpec,
+        count_by,
+        where_record,
+        where_tags,
+    )
     from pipeline.resources import Placement
 
     ev = cfg.eval

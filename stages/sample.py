@@ -15,6 +15,8 @@ chunk was made (Ray node id, node type, device); samples.json describes the set 
 grid.png shows the first 100 images (also an MLflow artifact); images/s, NFE per image and the
 nodes used are logged.
 """
+import time
+
 from pipeline.graph import StageSpec
 from pipeline.resources import Units
 
@@ -51,8 +53,6 @@ def pick_model(train_diffusion: dict, p_uncond: float):
 
 
 def run(ctx, cfg, inputs):
-    import time
-
     from pipeline.diffusion.guidance import CLASSIFIER
     from pipeline.generation import SamplerConfig, nfe_per_image, plan_chunks
     from pipeline.generation.chunks import remove_temporaries

@@ -10,6 +10,11 @@ writes only the missing ones. Then shards.parquet, errors.parquet, classes.json 
 dataset.json are written, and the stage fails if fewer than data.min_success_rate of
 the inputs became samples.
 """
+import dataclasses
+import os
+import tempfile
+import time
+
 from pipeline.graph import StageSpec
 
 
@@ -48,9 +53,6 @@ def resolve_source(data_cfg) -> tuple[str, str | None]:
     """(source name, location) to list; a `generated` source is generated first (cached)."""
     if data_cfg.source != "generated":
         return data_cfg.source, data_cfg.path
-    import dataclasses
-    import os
-    import tempfile
 
     from pipeline.config import hash_value
     from pipeline.data.generate import SOURCE_OF_LAYOUT, TreeSpec, generate_tree
@@ -63,8 +65,6 @@ def resolve_source(data_cfg) -> tuple[str, str | None]:
 
 
 def run(ctx, cfg, inputs):
-    import time
-
     import ray
 
     from pipeline.data.build import cleanup_temporaries, finalize, shard_in_parallel

@@ -30,6 +30,12 @@ its id and name, w and s, NFE per image, images/s per sampler actor, N, every me
 device, the Ray node of the trial and of every chunk and feature task) and grids/<config_id>.png
 (one row per class).
 """
+import dataclasses
+import io
+import json
+import posixpath
+import time
+
 from pipeline.graph import StageSpec
 from pipeline.resources import Units
 
@@ -67,8 +73,6 @@ TRIALS = "trials.parquet"
 
 def dataset_name(data) -> str:
     """How the leaderboard names the dataset: source family (or the dataset folder) and resolution."""
-    import posixpath
-
     if data.source.startswith("imagenet"):
         base = "imagenet"
     elif data.source in ("digits", "generated") or not data.path:
@@ -79,8 +83,6 @@ def dataset_name(data) -> str:
 
 
 def run(ctx, cfg, inputs):
-    import json
-
     from pipeline.generation.pool import Pool
     from pipeline.generation.workers import WorkerSpec, where_tags
     from pipeline.resources import Placement
@@ -139,9 +141,6 @@ def run(ctx, cfg, inputs):
 
 def run_round(ctx, fidelity, configs, num_images, trial_inputs, sw, logger) -> dict:
     """Every configuration of one round evaluated at `num_images`; finished trials are not repeated."""
-    import dataclasses
-    import time
-
     from ray import tune
 
     from stages import sweep_trial
@@ -243,8 +242,6 @@ class TrialLogger:
             count = before
 
             def on_step_begin(self, iteration, trials, **info):
-                import time
-
                 if logger.pool is not None and time.monotonic() - logger.checked > 5.0:
                     logger.checked = time.monotonic()
                     logger.pool.say_waiting()
@@ -282,8 +279,6 @@ def _check_resources(ctx, cfg) -> None:
 
 
 def _write_table(ctx, rows: list[dict]) -> None:
-    import io
-
     import pandas as pd
 
     buf = io.BytesIO()

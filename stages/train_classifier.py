@@ -6,6 +6,8 @@ Train machinery (NoisyClassifierTask; checkpoints in the partial output, exact r
 the training loss per quartile of t, and top-1 / top-5 on the val split per noise-level bucket
 of t. Writes classifier.pt + classifier.json (pipeline.weights.load_classifier).
 """
+import os
+
 from pipeline.graph import StageSpec
 from pipeline.training.spec import train_spec  # cheap: no torch, no Ray
 
@@ -23,15 +25,19 @@ NOISE_BUCKETS = 4
 
 
 def run(ctx, cfg, inputs):
-    import os
-
     import torch
 
     from pipeline.data.loader import ShardedDataset
     from pipeline.nets.classifier import NoisyClassifier
     from pipeline.training.diffusion import NoisyClassifierTask, noisy_accuracy
     from pipeline.training.networks import classifier_kwargs, diffusion_dict
-    from pipeline.training.stage_run import fit_in_stage, log_files, log_history, register, summary
+    from pipeline.training.stage_run import (
+        fit_in_stage,
+        log_files,
+        log_history,
+        register,
+        summary,
+    )
     from pipeline.weights import CLASSIFIER_CONFIG, CLASSIFIER_WEIGHTS, save_classifier
 
     cl = cfg.classifier

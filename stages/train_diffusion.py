@@ -13,6 +13,10 @@ To MLflow: per-step loss, loss per quartile of t, images/s, lr and gradient norm
 window, DDIM sample grids (one row per class, w = 0) of the EMA at every sample_grid_kimg, the
 final weights as artifacts and a registered model version.
 """
+import dataclasses
+import os
+import tempfile
+
 from pipeline.graph import StageSpec
 from pipeline.training.spec import train_spec  # cheap: no torch, no Ray
 
@@ -38,8 +42,6 @@ def grid_kimg(tr, kimg: float) -> tuple[float, ...]:
 
 
 def run(ctx, cfg, inputs):
-    import dataclasses
-
     from pipeline.data.loader import ShardedDataset
     from pipeline.training.diffusion import DiffusionTask
     from pipeline.training.networks import diffusion_dict, unet_kwargs
@@ -100,9 +102,6 @@ def run(ctx, cfg, inputs):
 def log_grids(ctx, unet: dict, diffusion: dict, state, grids) -> list[str]:
     """DDIM grids (w = 0, one row per class) of the EMA snapshots and the final EMA, as MLflow
     artifacts (sample_grids/) and in the output (the final one as samples.png)."""
-    import os
-    import tempfile
-
     import torch
 
     from pipeline.nets.unet import UNet

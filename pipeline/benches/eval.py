@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -78,15 +79,21 @@ def _images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bench_evaluation(root: str, n: int, size: int) -> dict:
-    from types import SimpleNamespace
-
     from cleanfid.fid import frechet_distance as cleanfid_frechet_distance
 
     from pipeline.generation.scoring import score
-    from pipeline.metrics import (FeatureStats, TorchModuleExtractor, batches_from_arrays, compute_feature_stats,
-                                  frechet_distance)
-    from pipeline.metrics.cleanfid_compat import (cleanfid_adapter, cleanfid_folder_features,
-                                                  cleanfid_generator_features)
+    from pipeline.metrics import (
+        FeatureStats,
+        TorchModuleExtractor,
+        batches_from_arrays,
+        compute_feature_stats,
+        frechet_distance,
+    )
+    from pipeline.metrics.cleanfid_compat import (
+        cleanfid_adapter,
+        cleanfid_folder_features,
+        cleanfid_generator_features,
+    )
     from pipeline.metrics.sources import write_png_folder
     from pipeline.nets.evalnet import EvalNet
 

@@ -4,7 +4,7 @@ report and label set, and enforce the minimum success rate."""
 from __future__ import annotations
 
 import posixpath
-from collections import Counter
+from collections import Counter, deque
 
 import pyarrow.fs as pafs
 
@@ -138,8 +138,6 @@ def _write_shard_task(out_uri: str, plan, source_location, options) -> object:
 def shard_in_parallel(ray, out_uri: str, plans: list, source_location, options, num_tasks: int, on_done=None) -> list:
     """Write every planned shard with at most num_tasks Ray tasks in flight. `ray` is the
     caller's Ray module (the shard stage's, the shard bench's): pipeline/data imports no Ray."""
-    from collections import deque
-
     task = ray.remote(num_cpus=1, max_retries=2)(_write_shard_task)
     pending, results, queue = [], [], deque(plans)
     while queue or pending:

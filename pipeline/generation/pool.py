@@ -28,6 +28,7 @@ coordinator), and feature statistics come back as object references the caller f
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 import uuid
@@ -45,8 +46,6 @@ POLL_S = 5.0
 
 class _Job:
     def __init__(self, total: int):
-        import asyncio
-
         self.total, self.finished, self.out, self.error = total, 0, [], None
         self.event = asyncio.Event()
 
@@ -67,8 +66,6 @@ class Coordinator:
         self.queue = self.tasks = None
 
     async def start(self) -> int:
-        import asyncio
-
         import ray
 
         self.queue = asyncio.PriorityQueue()
@@ -88,8 +85,6 @@ class Coordinator:
             job.event.set()
 
     async def _slot(self, slot: int) -> None:
-        import asyncio
-
         import ray
         from ray.exceptions import RayActorError
 
@@ -149,8 +144,6 @@ class Coordinator:
 
     async def _watch(self) -> None:
         """Fail every job when work has waited for a first worker longer than wait_timeout_s."""
-        import asyncio
-
         import ray
 
         while not self.closed:
@@ -179,8 +172,6 @@ class Coordinator:
 
     async def poll(self, job_id: int, timeout: float):
         """(results since the last poll, state), waiting up to `timeout` s for one."""
-        import asyncio
-
         job = self.jobs[job_id]
         if not job.out and job.error is None and self.error is None and job.finished < job.total:
             try:

@@ -14,14 +14,23 @@ flow with the metrics into the evaluate summary, the sweep's trials.parquet and 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from typing import Any, Iterable, Mapping, Optional
 
 from pipeline.generation.features import Gathering
-from pipeline.metrics import (FeatureStats, InceptionWeightsMissing, TorchModuleExtractor, accumulate_features,
-                              batches_from_arrays, compute_feature_stats, inception_extractor, metrics_from_features)
+from pipeline.metrics import (
+    FeatureStats,
+    InceptionWeightsMissing,
+    TorchModuleExtractor,
+    accumulate_features,
+    batches_from_arrays,
+    compute_feature_stats,
+    inception_extractor,
+    metrics_from_features,
+)
 
 REFERENCE_INDEX = "reference.json"
 KEEP_FEATURES = 10_000   # features kept for KID and precision/recall (the rest only feed mean/cov)
@@ -186,7 +195,5 @@ def protocol_params(protocol: Mapping[str, Mapping[str, Any]]) -> dict[str, str]
 
 def protocol_id(protocol: Mapping[str, Any]) -> str:
     """A short id of a protocol: equal ids, comparable numbers."""
-    import hashlib
-
     return hashlib.sha256(json.dumps(protocol, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -21,6 +21,7 @@ a chunk, on which node, never changes its bytes.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -109,8 +110,6 @@ def count_by(records: list[dict], key: str) -> dict[str, int]:
 
 def where_tags(records: list[dict], prefix: str = "units") -> dict[str, str]:
     """Tracking tags saying where units of work ran: {node id: count} and {node type: count} as JSON."""
-    import json
-
     return {f"{prefix}.nodes": json.dumps(count_by(records, "node_id"), sort_keys=True)[:5000],
             f"{prefix}.node_types": json.dumps(count_by(records, "node_type"), sort_keys=True)[:5000]}
 

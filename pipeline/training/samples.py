@@ -9,6 +9,11 @@ of the same weights is the same picture every time.
 """
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import time
+
 import numpy as np
 import torch
 
@@ -66,11 +71,6 @@ def main(argv=None) -> int:
     """`python -m pipeline.training.samples DIFFUSION_OUTPUT EVALNET_OUTPUT [--images N] [--steps S]`:
     the class accuracy of a train_diffusion output's EMA samples (w = 0, DDIM) under a
     train_evalnet output, as one JSON line (the guide too with --guide)."""
-    import argparse
-    import json
-    import os
-    import time
-
     from pipeline.weights import load_diffusion, load_evalnet, load_guide
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.training.samples", description=main.__doc__)

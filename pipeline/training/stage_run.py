@@ -7,6 +7,7 @@ used, not imported, so this library knows no runner.
 """
 from __future__ import annotations
 
+import posixpath
 from typing import Any, Optional
 
 from pipeline.resources import Placement, node_tags
@@ -43,8 +44,6 @@ def log_history(ctx, state, prefix: str = "") -> None:
 def log_files(ctx, names: list[str], artifact_dir: Optional[str] = None) -> None:
     """Log files of the stage's output as MLflow artifacts (under artifact_dir, keeping their
     subdirectories)."""
-    import posixpath
-
     for rel in names:
         with ctx.out.local_file(rel) as path:
             parts = [p for p in (artifact_dir, posixpath.dirname(rel)) if p]
