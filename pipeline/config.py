@@ -178,7 +178,7 @@ class SampleConfig:
     seed: int = setting(0, ge=0)
     # bf16: the denoising networks under bf16 autocast (AMX / tensor cores); images then depend on the
     # hardware's bf16 kernels
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # auto: bf16 where the device has it natively
     net_batch: Optional[int] = setting(None, ge=1)  # rows of every network call; null: 64 on CPU, 256 on CUDA
 
 
@@ -216,7 +216,7 @@ class SweepConfig:
     steps: list[int] = setting([25, 50])
     eta: float = setting(0.0, ge=0.0)  # DDIM's eta for the ddim trials
     class_dist: Literal["uniform", "balanced"] = "balanced"
-    precision: Literal["fp32", "bf16"] = "fp32"  # as sample.precision, for every trial
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # as sample.precision, for every trial
     net_batch: Optional[int] = setting(None, ge=1)  # as sample.net_batch; null: by the trials' device
     batch_size: int = setting(250, ge=1)  # images through the sampler at once, per trial
     p_uncond: Optional[list[float]] = setting(None)  # subset of train.p_uncond; None: all

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 
 from pipeline.diffusion.guidance import UNCONDITIONAL, guidance_kind
-from pipeline.generation.sampler_config import SamplerConfig, resolve_net_batch
+from pipeline.generation.sampler_config import SamplerConfig, resolve_net_batch, resolve_precision
 from pipeline.leaderboard.columns import RANKING_METRICS, ci_columns, lower_is_better, ranking_metric
 from pipeline.metrics.intervals import not_clearly_worse
 
@@ -38,6 +38,7 @@ def configurations(sweep, train_p_uncond: Iterable[float]) -> list[SamplerConfig
     """Every distinct configuration of the `sweep` section, in the order of its settings."""
     p_values = list(sweep.p_uncond) if sweep.p_uncond is not None else list(train_p_uncond)
     net_batch = resolve_net_batch(sweep.net_batch, trial_device_type(sweep))
+    precision = resolve_precision(sweep.precision, trial_device_type(sweep))
     seen: dict[str, SamplerConfig] = {}
     for kind, strengths in sweep.guidance.items():
         needs_unconditional = UNCONDITIONAL in guidance_kind(kind).needs
@@ -48,7 +49,7 @@ def configurations(sweep, train_p_uncond: Iterable[float]) -> list[SamplerConfig
             config = SamplerConfig(
                 guidance=kind, strength=strength, guidance_interval=interval, pag_layers=layers, sampler=sampler,
                 steps=steps, eta=sweep.eta if sampler == "ddim" else 0.0, p_uncond=p, class_dist=sweep.class_dist,
-                seed=sweep.seed, precision=sweep.precision, net_batch=net_batch)
+                seed=sweep.seed, precision=precision, net_batch=net_batch)
             seen.setdefault(config.id, config)
     return list(seen.values())
 

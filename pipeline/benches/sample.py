@@ -46,6 +46,7 @@ from pipeline.diffusion.schedules import make_schedule
 from pipeline.diffusion.seeding import trial_noise
 from pipeline.generation.generate import generate, sampling_schedule, to_uint8
 from pipeline.generation.labels import labels_for
+from pipeline.generation.sampler_config import native_bf16_cpu
 from pipeline.generation.models import Models
 from pipeline.generation.sampler_config import SamplerConfig
 from pipeline.nets.flops import forward_gflops_per_image
@@ -76,9 +77,6 @@ def _nonzero_init_(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def native_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AMX / AVX512-BF16), where bf16 can be faster."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def matmul_gflops_per_s(size: int, reps: int = 10, dtype: torch.dtype = torch.float32) -> float:
@@ -155,7 +153,7 @@ def run(quick: bool = False) -> dict:
 
 
 def _run(setup: dict, quick: bool) -> dict:
-    bf16 = native_bf16()
+    bf16 = native_bf16_cpu()
     methods, forward_gflops = _methods(setup, bf16)
     images = {name: fn() for name, fn in methods.items()}  # warm-up, and the images compared
     for peer in ("diffusers", "guided_diffusion", "diffusers_channels_last"):
