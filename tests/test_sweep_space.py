@@ -11,7 +11,8 @@ from stages.sweep import dataset_name
 
 
 def _cfg(*sets):
-    return load_config(None, list(sets))
+    """The default config at fp32 (its `auto` precision would follow this machine's CPU)."""
+    return load_config(None, ["sweep.precision=fp32", "sample.precision=fp32", *sets])
 
 
 def test_default_space_covers_every_kind_and_folds_strength_zero_into_unguided():

@@ -24,7 +24,7 @@ def trial(**kw) -> SamplerConfig:
 def test_trial_round_trips_and_reads_the_sample_config():
     from pipeline.config import load_config
 
-    cfg = load_config(None, ["sample.guidance_interval=[0.2, 0.8]", "sample.strength=2.0"])
+    cfg = load_config(None, ["sample.guidance_interval=[0.2, 0.8]", "sample.strength=2.0", "sample.precision=fp32"])
     t = SamplerConfig.from_section(cfg.sample)
     assert t.guidance_interval == (0.2, 0.8) and t.w == 2.0 and t.sampler == cfg.sample.sampler
     assert SamplerConfig.from_dict(t.to_dict()) == t

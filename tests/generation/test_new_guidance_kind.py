@@ -46,7 +46,8 @@ def test_a_registered_kind_runs_through_the_sweep_generation_and_the_leaderboard
 
     # config and sweep space: the kind is known to both once registered
     cfg = load_config(None, ["sweep.guidance={none: [0.0], toward-zero: [0.5, 2.0]}", "sweep.steps=[3]",
-                             "sample.guidance=toward-zero", "train.p_uncond=[0.1]", "sample.p_uncond=0.1"])
+                             "sample.guidance=toward-zero", "train.p_uncond=[0.1]", "sample.p_uncond=0.1",
+                             "sweep.precision=fp32", "sample.precision=fp32"])
     configs = configurations(cfg.sweep, cfg.train.p_uncond)
     assert [c.name for c in configs] == ["none-ddim3-p0.1", "toward-zero-w0.5-ddim3-p0.1", "toward-zero-w2-ddim3-p0.1"]
     toy = configs[2]

@@ -81,8 +81,8 @@ def test_dry_run_prints_each_stages_units(tmp_path):
     assert printed["train_diffusion"] == printed["train_evalnet"] == "2 x training worker (1 CPU each)"
     assert printed["sample"] == "2 x sampler actor (1 CPU each)"
     assert printed["reference_stats"] == printed["evaluate"] == "2 x feature extractor (1 CPU each)"
-    assert printed["sweep"] == ("one sweep trial per configuration, as many at once as fit (1 CPU each); "
-                                "2 x sampler actor (1 CPU each)")
+    assert printed["sweep"] == ("one sweep trial per configuration, as many at once as fit (0.125 CPUs each); "
+                                "2 x sampler actor (0.875 CPUs each)")
     assert printed["leaderboard"] == "in the driver process"
 
     gpu = _units_printed(load_config(REPO / IMAGENET, ["data.path=/tmp", "classifier.cpus_per_worker=4"]), tmp_path)
