@@ -16,6 +16,8 @@ from typing import Optional
 
 from pipeline.config import ClusterConfig
 
+# Function-local imports: they bring in Ray, which importing this module does not need.
+
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 # Ray Train V2's placement-group cleaner polls the State API, which lives in the dashboard; a
 # local instance without one makes it warn about once a second for the whole training (it then

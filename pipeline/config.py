@@ -24,8 +24,17 @@ import yaml
 
 from pipeline import typed_yaml
 from pipeline.arguments import ArgumentError
-from pipeline.typed_yaml import Fail, hash_value, setting, with_defaults
-from pipeline.typed_yaml import ConfigError, flatten  # noqa: F401  (importers know them from here)
+from pipeline.training.spec import check_batch_split
+from pipeline.typed_yaml import (  # noqa: F401  (importers know them from here)
+    ConfigError,
+    Fail,
+    flatten,
+    hash_value,
+    setting,
+    with_defaults,
+)
+
+# Function-local imports: they bring in torch and SciPy, which importing this module does not need.
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
@@ -369,7 +378,6 @@ def diffusion_rules(c: Config, fail: Fail) -> None:
 def training_rules(c: Config, fail: Fail) -> None:
     from pipeline.training.diffusion import check_p_uncond
     from pipeline.training.evalnet import num_stages
-    from pipeline.training.spec import check_batch_split
 
     tr = c.train
     if not tr.p_uncond:
@@ -413,7 +421,7 @@ def eval_rules(c: Config, fail: Fail) -> None:
 def store_and_tracking_rules(c: Config, fail: Fail) -> None:
     """The form of the store and tracking settings; whether they answer is asked before anything
     starts (pipeline.run.preflight), not here."""
-    from pipeline.tracking import uri_form_problem
+    from pipeline.tracking import uri_form_problem  # here: pipeline.tracking imports this module
 
     if not c.store.root:
         fail("store.root", c.store.root, "must be a path or URI")

@@ -13,6 +13,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from pipeline.capacity import Networks, Row
+from pipeline.capacity import plan as capacity_plan
 from pipeline.config import SECTIONS, Config, flatten, hash_value
 from pipeline.store import NOT_PUBLISHED, Store
 
@@ -223,8 +225,6 @@ def plan_capacity(plan: Plan, config: Config, nets=None):
     declares (`work`) in images, network passes and FLOPs of the configured networks, and its
     device-hours and wall-clock on the units it declares. Networks are built on the meta device
     (`nets`: pipeline.capacity.Networks of this config, already counted)."""
-    from pipeline.capacity import Networks, Row, plan as capacity_plan
-
     nets = nets or Networks(config)
     rows = []
     for inst in (i for i in plan.instances if i.status != "skip"):

@@ -20,11 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from pipeline import failures, stopping
+from pipeline import failures, stopping, tracking
 from pipeline.capacity import CapacityError
-from pipeline.config import Config, ConfigError, DEFAULT_CONFIG, load_config
-from pipeline.graph import Instance, Plan, build_instances, format_capacity, format_units, load_stages, make_plan
-from pipeline.store import Directory, Output, Store
+from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from pipeline.graph import (
+    Instance,
+    Plan,
+    build_instances,
+    format_capacity,
+    format_units,
+    load_stages,
+    make_plan,
+)
+from pipeline.resources import gpus_a_local_instance_lacks
+from pipeline.store import Directory, Output, Store, check_root
+
+# Function-local imports: they bring in tqdm, which importing this module does not need.
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -115,9 +126,6 @@ def preflight(config: Config) -> list[str]:
     """What the config points at outside this process, asked before Ray or MLflow start and
     within seconds (the config's own rules ran when it was loaded): the tracking store answers,
     the store root can hold a store."""
-    from pipeline import tracking
-    from pipeline.store import check_root
-
     problems = []
     problem = tracking.reachability_problem(config.tracking.uri)
     if problem:
@@ -132,8 +140,6 @@ def stage_checks(plan: Plan, config: Config) -> list[str]:
     """For each stage the plan will run, what would make it fail that can be found before Ray
     starts: its own `check` (an input URI that does not answer) and GPUs its units ask for that a
     private local instance cannot have (pipeline.resources)."""
-    from pipeline.resources import gpus_a_local_instance_lacks
-
     problems = []
     for stage in {i.name: i.stage for i in plan.to_run()}.values():
         if stage.check is not None:
@@ -149,8 +155,6 @@ def stage_checks(plan: Plan, config: Config) -> list[str]:
 
 
 def execute(plan: Plan, config: Config, config_path: str, store: Store) -> int:
-    from pipeline import tracking
-
     tracker = tracking.Tracker(config.tracking)
     stale = tracker.fail_stale_runs()
     if stale:

@@ -28,6 +28,8 @@ from pipeline.config import Config, TrackingConfig, flatten
 from pipeline.stopping import Terminated  # noqa: F401  (Terminated: re-exported)
 from pipeline.stopping import received as stop_signal
 
+# Function-local imports: they bring in MLflow and SQLAlchemy, which importing this module does not need.
+
 PACKAGES = ("ray", "torch", "mlflow", "webdataset", "pyarrow", "clean-fid", "numpy", "pillow")
 MAX_PARAM_LENGTH = 6000
 # The experiment tag holding an experiment's kind (the MLflow 3.x UI writes it when a user picks

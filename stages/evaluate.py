@@ -14,8 +14,11 @@ feature task ran (Ray node id, node type, device).
 """
 import time
 
+from pipeline.capacity import Work, features
 from pipeline.graph import StageSpec
-from pipeline.resources import Units
+from pipeline.resources import Placement, Units
+
+# Function-local imports: they bring in torch and SciPy, which planning (it imports every stage) does not need.
 
 
 def units(cfg) -> Units:
@@ -70,7 +73,6 @@ def run(ctx, cfg, inputs):
         where_record,
         where_tags,
     )
-    from pipeline.resources import Placement
 
     samples = inputs["sample"]
     info = samples.read_json("samples.json")
@@ -115,6 +117,4 @@ def run(ctx, cfg, inputs):
 
 
 def work(cfg, nets):
-    from pipeline.capacity import Work, features
-
     return Work((features("samples", cfg.sample.num_images, nets, cfg.eval.extractors),))

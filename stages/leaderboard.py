@@ -17,6 +17,10 @@ import io
 import posixpath
 
 from pipeline.graph import StageSpec
+from pipeline.store import safe_name
+
+# Function-local imports: they bring in torch, SciPy and pandas, which planning (it imports every
+# stage) does not need.
 
 STAGE = StageSpec(
     name="leaderboard",
@@ -35,7 +39,6 @@ def run(ctx, cfg, inputs):
 
     from pipeline import leaderboard as lb
     from pipeline.leaderboard.plots import leaderboard_plots
-    from pipeline.store import safe_name
 
     sweep = inputs["sweep"]
     trials = pd.read_parquet(io.BytesIO(sweep.read_bytes("trials.parquet")))

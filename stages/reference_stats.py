@@ -13,8 +13,12 @@ file with its stats id, the id every metric's protocol records, and where each t
 """
 import time
 
+from pipeline.capacity import Work, features
 from pipeline.graph import StageSpec
-from pipeline.resources import Units
+from pipeline.resources import Placement, Units
+
+# Function-local imports: they bring in torch, SciPy and webdataset, which planning (it imports every
+# stage) does not need.
 
 
 def units(cfg) -> Units:
@@ -47,7 +51,6 @@ def run(ctx, cfg, inputs):
         where_record,
         where_tags,
     )
-    from pipeline.resources import Placement
 
     ev = cfg.eval
     shards = inputs["shard"]
@@ -90,8 +93,6 @@ def run(ctx, cfg, inputs):
 
 def work(cfg, nets):
     """Features of the first eval.num_reference training images, or all."""
-    from pipeline.capacity import Work, features
-
     listed, wanted = (nets.dataset.train if nets.dataset else None), cfg.eval.num_reference
     images = min(listed, wanted) if listed and wanted else (wanted or listed)
     return Work((features("training images", images, nets, cfg.eval.extractors),))

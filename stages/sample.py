@@ -17,8 +17,13 @@ nodes used are logged.
 """
 import time
 
+import numpy as np
+
+from pipeline.capacity import Work, sampling
 from pipeline.graph import StageSpec
-from pipeline.resources import Units
+from pipeline.resources import Placement, Units
+
+# Function-local imports: they bring in torch and SciPy, which planning (it imports every stage) does not need.
 
 
 def units(cfg) -> Units:
@@ -58,7 +63,6 @@ def run(ctx, cfg, inputs):
     from pipeline.generation.chunks import remove_temporaries
     from pipeline.generation.pool import Pool, sample_chunks
     from pipeline.generation.workers import WorkerSpec, count_by, where_tags
-    from pipeline.resources import Placement
 
     s = cfg.sample
     config = SamplerConfig.from_section(s, device_type="cuda" if s.use_gpu else "cpu")
@@ -124,8 +128,6 @@ def chunk_units(out, plans) -> list[dict]:
 
 def _log_grid(ctx, plans) -> None:
     """The first images as a PNG grid: in the output and as an MLflow artifact."""
-    import numpy as np
-
     from pipeline.generation.chunks import read_chunk
     from pipeline.generation.grid import grid_png
 
@@ -142,7 +144,6 @@ def _log_grid(ctx, plans) -> None:
 
 
 def work(cfg, nets):
-    from pipeline.capacity import Work, sampling
     from pipeline.generation.sampler_config import SamplerConfig
 
     config = SamplerConfig.from_section(cfg.sample)

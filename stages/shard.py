@@ -15,12 +15,19 @@ import os
 import tempfile
 import time
 
+from pipeline.capacity import Part, Work
+from pipeline.config import hash_value
+from pipeline.data.manifest import CLASSES_FILE, ERRORS_FILE
+from pipeline.data.plan import plan_shards
+from pipeline.data.sources import list_source
 from pipeline.graph import StageSpec
+from pipeline.resources import Units
+from pipeline.store import StoreError, probe
+
+# Function-local imports: they bring in Ray, which planning (it imports every stage) does not need.
 
 
 def units(cfg):
-    from pipeline.resources import Units
-
     return Units("shard task", cfg.data.num_tasks, cpus=1.0, knob="data.num_tasks", per="shard to write")
 
 
@@ -37,8 +44,6 @@ STAGE = StageSpec(
 def check(cfg) -> list[str]:
     """Before anything starts: a dataset URI (s3://...) answers and holds something (a local
     data.path is checked when the config is loaded)."""
-    from pipeline.store import StoreError, probe
-
     path = cfg.data.path
     if cfg.data.source in ("digits", "generated") or not path or "://" not in path:
         return []
@@ -54,7 +59,6 @@ def resolve_source(data_cfg) -> tuple[str, str | None]:
     if data_cfg.source != "generated":
         return data_cfg.source, data_cfg.path
 
-    from pipeline.config import hash_value
     from pipeline.data.generate import SOURCE_OF_LAYOUT, TreeSpec, generate_tree
 
     spec = TreeSpec(**dataclasses.asdict(data_cfg.generated))
@@ -68,10 +72,7 @@ def run(ctx, cfg, inputs):
     import ray
 
     from pipeline.data.build import cleanup_temporaries, finalize, shard_in_parallel
-    from pipeline.data.manifest import CLASSES_FILE, ERRORS_FILE
-    from pipeline.data.plan import plan_shards
     from pipeline.data.shardwrite import EncodeOptions
-    from pipeline.data.sources import list_source
 
     data = cfg.data
     started = time.time()
@@ -126,8 +127,6 @@ def run(ctx, cfg, inputs):
 
 def work(cfg, nets):
     """Every listed image decoded, center-cropped and written: CPU work the plan does not cost."""
-    from pipeline.capacity import Part, Work
-
     size = nets.dataset
     images = size.train + size.val if size else None
     shown = f"{images:,}" if images is not None else "every listed"

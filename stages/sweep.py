@@ -36,8 +36,14 @@ import json
 import posixpath
 import time
 
+from pipeline.capacity import Work, features, passes_per_image, sampling
+from pipeline.cluster import target_address
 from pipeline.graph import StageSpec
-from pipeline.resources import Units
+from pipeline.resources import NotEnoughResourcesError, Placement, Units, units_that_fit
+from pipeline.tracking import Tracker
+
+# Function-local imports: they bring in torch, Ray, SciPy and pandas, which planning (it imports every
+# stage) does not need.
 
 
 def trial_units(cfg) -> Units:
@@ -85,7 +91,6 @@ def dataset_name(data) -> str:
 def run(ctx, cfg, inputs):
     from pipeline.generation.pool import Pool
     from pipeline.generation.workers import WorkerSpec, where_tags
-    from pipeline.resources import Placement
     from pipeline.sweep_space import configurations, select_full_round, selection_metric
     from stages.sweep_trial import FULL, SCREEN, TrialInputs
 
@@ -188,8 +193,6 @@ class TrialLogger:
     """A nested MLflow run per evaluated configuration and fidelity, under the stage's run."""
 
     def __init__(self, ctx, cfg):
-        from pipeline.tracking import Tracker
-
         self.ctx = ctx
         self.tracker = Tracker(cfg.tracking)
         self.parent = ctx.tracker.run_id
@@ -265,8 +268,6 @@ def _check_resources(ctx, cfg) -> None:
     sized by pipeline.resources.pool_size). A cluster may autoscale: say what the trials wait for."""
     import ray
 
-    from pipeline.cluster import target_address
-    from pipeline.resources import NotEnoughResourcesError, units_that_fit
 
     trial, total = trial_units(cfg), ray.cluster_resources()
     if units_that_fit(trial, total):
@@ -290,7 +291,6 @@ def work(cfg, nets):
     """Both rounds: every configuration screened, then the top_k of each guidance kind taken to
     full_images (only the images beyond the screened ones are generated; all are scored again).
     Which configurations win is not known before screening: each kind's costliest top_k are counted."""
-    from pipeline.capacity import Work, features, passes_per_image, sampling
     from pipeline.sweep_space import configurations
 
     sw, timesteps = cfg.sweep, cfg.diffusion.timesteps

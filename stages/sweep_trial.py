@@ -26,15 +26,30 @@ from typing import Any, Optional
 
 import numpy as np
 
-from pipeline.generation import SamplerConfig, load_references, nfe_per_image, plan_chunks, protocol_id, seed_range
+from pipeline.generation import (
+    SamplerConfig,
+    load_references,
+    nfe_per_image,
+    plan_chunks,
+    protocol_id,
+    seed_range,
+)
 from pipeline.generation.chunks import read_chunk, remove_temporaries
 from pipeline.generation.features import chunk_tasks, gather
 from pipeline.generation.grid import class_grid_png
-from pipeline.generation.pool import sample_chunks
+from pipeline.generation.pool import Pool, sample_chunks
 from pipeline.generation.scoring import SCORING, score_gathered
-from pipeline.generation.workers import InProcess, WorkerSpec, count_by, where_record, where_records
+from pipeline.generation.workers import (
+    InProcess,
+    WorkerSpec,
+    count_by,
+    where_record,
+    where_records,
+)
 from pipeline.resources import unit_location
 from pipeline.store import Directory
+
+# Function-local imports: they bring in Ray, which planning (it imports every stage) does not need.
 
 SCREEN, FULL = "screen", "full"
 SAMPLES_DIR = "samples"
@@ -106,7 +121,6 @@ def _class_grid(samples: Directory, plans) -> bytes:
 def _executor(inputs: TrialInputs):
     if inputs.pool is None:
         return InProcess(WorkerSpec(stage="sweep", require_cuda=inputs.require_cuda))
-    from pipeline.generation.pool import Pool
 
     return Pool.attach(inputs.pool)
 

@@ -8,8 +8,11 @@ of t. Writes classifier.pt + classifier.json (pipeline.weights.load_classifier).
 """
 import os
 
+from pipeline.capacity import Work, training
 from pipeline.graph import StageSpec
 from pipeline.training.spec import train_spec  # cheap: no torch, no Ray
+
+# Function-local imports: they bring in torch and webdataset, which planning (it imports every stage) does not need.
 
 STAGE = StageSpec(
     name="train_classifier",
@@ -71,6 +74,4 @@ def run(ctx, cfg, inputs):
 
 
 def work(cfg, nets):
-    from pipeline.capacity import Work, training
-
     return Work((training("noisy classifier", nets.classifier, cfg.classifier),))

@@ -17,8 +17,12 @@ import dataclasses
 import os
 import tempfile
 
+from pipeline.capacity import Work, training
 from pipeline.graph import StageSpec
 from pipeline.training.spec import train_spec  # cheap: no torch, no Ray
+
+# Function-local imports: they bring in torch, SciPy and webdataset, which planning (it imports every
+# stage) does not need.
 
 STAGE = StageSpec(
     name="train_diffusion",
@@ -146,8 +150,6 @@ def log_and_register(ctx, cfg, p_uncond: float) -> str | None:
 
 def work(cfg, nets):
     """The UNet's training, and the smaller guide's (train.guide.kind smaller)."""
-    from pipeline.capacity import Work, training
-
     tr = cfg.train
     parts = [training("UNet", nets.unet, tr)]
     if tr.guide.kind == "smaller":

@@ -6,8 +6,11 @@ output, so an interrupted stage resumes from the last one when the runner re-run
 evalnet.pt + evalnet.json (load with pipeline.weights.load_evalnet, no Ray needed) and
 reports held-out accuracy on the val split.
 """
+from pipeline.capacity import Work, training
 from pipeline.graph import StageSpec
 from pipeline.training.spec import train_spec  # cheap: no torch, no Ray
+
+# Function-local imports: they bring in torch and webdataset, which planning (it imports every stage) does not need.
 
 STAGE = StageSpec(
     name="train_evalnet",
@@ -25,7 +28,12 @@ def run(ctx, cfg, inputs):
     from pipeline.data.loader import ShardedDataset
     from pipeline.training.evalnet import EvalnetTask, accuracy
     from pipeline.training.networks import evalnet_arch
-    from pipeline.training.stage_run import fit_in_stage, log_files, log_history, summary
+    from pipeline.training.stage_run import (
+        fit_in_stage,
+        log_files,
+        log_history,
+        summary,
+    )
     from pipeline.weights import EVALNET_CONFIG, EVALNET_WEIGHTS, save_evalnet
 
     ev = cfg.evalnet
@@ -55,6 +63,4 @@ def run(ctx, cfg, inputs):
 
 
 def work(cfg, nets):
-    from pipeline.capacity import Work, training
-
     return Work((training("evalnet", nets.evalnet, cfg.evalnet),))

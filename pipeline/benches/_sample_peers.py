@@ -25,6 +25,8 @@ import torch
 
 from pipeline.diffusion.schedules import Schedule
 
+# Function-local imports: they bring in diffusers, which importing this module does not need.
+
 
 def _eps(net: Callable, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The first C output channels (eps; the rest is ADM's learned variance), as float32."""

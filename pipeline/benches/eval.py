@@ -36,6 +36,13 @@ import numpy as np
 import pyarrow.fs as pafs
 import torch
 
+from pipeline.nets.evalnet import EvalNet
+from pipeline.nets.unet import UNet
+from pipeline.store import Directory
+from pipeline.weights import save_diffusion
+
+# Function-local imports: they bring in Ray, clean-fid and SciPy, which importing this module does not need.
+
 NUM_CPUS = 2
 FULL = dict(eval_images=2000, unet=dict(image_size=16, in_channels=3, base_channels=32, channel_mult=[1, 2],
                                         num_res_blocks=1, attention_resolutions=[8], num_head_channels=32,
@@ -49,17 +56,12 @@ DIFFUSION = dict(timesteps=1000, schedule="cosine", lambda_min=-20.0, lambda_max
 
 
 def _directory(path: str):
-    from pipeline.store import Directory
-
     os.makedirs(path, exist_ok=True)
     return Directory(pafs.LocalFileSystem(), path, path)
 
 
 def _model_dir(root: str, unet: dict) -> str:
     """A diffusion model in the train_diffusion format with small random weights."""
-    from pipeline.nets.unet import UNet
-    from pipeline.weights import save_diffusion
-
     generator = torch.Generator().manual_seed(0)
     net = UNet(**unet)
     with torch.no_grad():
@@ -95,7 +97,6 @@ def bench_evaluation(root: str, n: int, size: int) -> dict:
         cleanfid_generator_features,
     )
     from pipeline.metrics.sources import write_png_folder
-    from pipeline.nets.evalnet import EvalNet
 
     torch.manual_seed(0)
     extractor = TorchModuleExtractor(EvalNet(3, 10, 16, (1, 1)).eval(), name="evalnet", batch_size=250)

@@ -37,6 +37,12 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from pipeline.nets.classifier import NoisyClassifier
+from pipeline.nets.flops import forward_gflops_per_image
+from pipeline.nets.unet import UNet
+
+# Function-local imports: they bring in SciPy, which importing this module does not need.
+
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "imagenet64.yaml"  # the repository's
 NUM_CLASSES = 1000
 ADM_V100_TRAIN_IMAGES_PER_S = 74.0
@@ -86,7 +92,11 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, size: int) -> float:
 def imagenet64_networks() -> dict:
     """(UNet, classifier) constructor arguments and the diffusion section of configs/imagenet64.yaml."""
     from pipeline.config import load_config
-    from pipeline.training.networks import classifier_kwargs, diffusion_dict, unet_kwargs
+    from pipeline.training.networks import (
+        classifier_kwargs,
+        diffusion_dict,
+        unet_kwargs,
+    )
 
     cfg = load_config(CONFIG, [f"data.path={CONFIG.parent}"])  # the data path is a placeholder there
     resolution = cfg.data.resolution
@@ -99,8 +109,6 @@ def imagenet64_networks() -> dict:
 def bench_sampling(device: torch.device, networks: dict, setup: dict, peak: Optional[dict],
                    matmul: dict[str, float]) -> dict:
     from pipeline.generation import Models, SamplerConfig, generate, resolve_net_batch
-    from pipeline.nets.flops import forward_gflops_per_image
-    from pipeline.nets.unet import UNet
     from pipeline.weights import DiffusionModel, schedule_from
 
     torch.manual_seed(0)
@@ -137,8 +145,6 @@ def bench_sampling(device: torch.device, networks: dict, setup: dict, peak: Opti
 
 
 def bench_classifier(device: torch.device, networks: dict, setup: dict) -> dict:
-    from pipeline.nets.classifier import NoisyClassifier
-
     torch.manual_seed(0)
     classifier = NoisyClassifier(**networks["classifier"]).to(device).eval()
     n, size = setup["classifier_batch"], networks["classifier"]["image_size"]

@@ -21,6 +21,8 @@ import shutil
 import tempfile
 import time
 
+# Function-local imports: they bring in Ray and webdataset, which importing this module does not need.
+
 CACHE_DIR = os.path.join(tempfile.gettempdir(), "pipeline-bench-shard")
 FULL = dict(num_classes=50, train_per_class=100, val_per_class=0, image_size=256, resolution=64, samples_per_shard=250)
 QUICK = dict(num_classes=4, train_per_class=12, val_per_class=0, image_size=96, resolution=32, samples_per_shard=16)

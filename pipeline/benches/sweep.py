@@ -24,6 +24,10 @@ import os
 import shutil
 import tempfile
 
+from pipeline.resources import Placement, Units
+
+# Function-local imports: they bring in torch, Ray and SciPy, which importing this module does not need.
+
 NODES = 2
 FULL = dict(unet=dict(image_size=16, in_channels=3, base_channels=32, channel_mult=[1, 2], num_res_blocks=1,
                       attention_resolutions=[8], num_head_channels=32, num_classes=10, learn_sigma=True,
@@ -44,7 +48,6 @@ def _warm_pool_run(config, model: str, out, scratch, actors: int, setup: dict):
     from pipeline.generation import plan_chunks
     from pipeline.generation.pool import Pool, sample_chunks
     from pipeline.generation.workers import WorkerSpec
-    from pipeline.resources import Placement, Units
 
     units = Units("sampler actor", actors, cpus=1.0, knob="actors")
     placement = Placement(stage="sweep", log=lambda message: None)

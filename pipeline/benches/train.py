@@ -17,6 +17,10 @@ import os
 import tempfile
 import time
 
+from pipeline.training.spec import TrainSpec
+
+# Function-local imports: they bring in torch, Ray and webdataset, which importing this module does not need.
+
 CACHE_DIR = os.path.join(tempfile.gettempdir(), "pipeline-bench-train")
 FULL = dict(base_channels=32, batch=64, kimg=19.2, warmup_steps=20)
 QUICK = dict(base_channels=16, batch=32, kimg=1.6, warmup_steps=5)
@@ -57,8 +61,6 @@ def _task(params: dict):
 
 
 def _spec(params: dict):
-    from pipeline.training.spec import TrainSpec
-
     return TrainSpec(kimg=params["kimg"], batch_size=params["batch"], lr=1e-3, num_workers=1, seed=0, grad_clip=1.0,
                      ema_decays=(0.99,), checkpoint_kimg=params["kimg"], log_kimg=params["batch"] * 10 / 1000)
 

@@ -10,6 +10,8 @@ from typing import Optional, Sequence
 from pipeline.capacity.work import FEATURES, SAMPLE, TRAIN, BACKWARD_FACTOR, Networks, Part, Work
 from pipeline.resources import Units
 
+# Function-local imports: they bring in torch, which importing this module does not need.
+
 
 class CapacityError(ValueError):
     """The plan cannot be made (a throughput record that is missing or incomplete)."""

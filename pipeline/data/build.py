@@ -9,9 +9,10 @@ from collections import Counter, deque
 import pyarrow.fs as pafs
 
 from pipeline.data import manifest
-from pipeline.data.plan import ShardPlan
-from pipeline.data.shardwrite import PARTS_DIR, EncodeOptions, ShardResult
+from pipeline.data.plan import ShardPlan, plan_shards
+from pipeline.data.shardwrite import PARTS_DIR, EncodeOptions, ShardResult, write_shard
 from pipeline.data.sources import Listing
+from pipeline.store import resolve
 
 
 class TooManyBadInputs(RuntimeError):
@@ -113,9 +114,6 @@ def build_serially(
 ) -> dict:
     """Shard a listing in this process (tests, small datasets); the stage runs the same
     per-shard function in Ray tasks."""
-    from pipeline.data.plan import plan_shards
-    from pipeline.data.shardwrite import write_shard
-
     if source_fs is None:
         source_fs = pafs.LocalFileSystem()
     fs.create_dir(out_dir, recursive=True)
@@ -127,9 +125,6 @@ def build_serially(
 
 def _write_shard_task(out_uri: str, plan, source_location, options) -> object:
     """Runs in a Ray worker: re-open both filesystems from their URIs and write one shard."""
-    from pipeline.data.shardwrite import write_shard
-    from pipeline.store import resolve
-
     out_fs, out_path = resolve(out_uri)
     source_fs = resolve(source_location)[0] if source_location else None
     return write_shard(out_fs, out_path, plan, source_fs, options)

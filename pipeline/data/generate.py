@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+# Function-local imports: they bring in SciPy, which importing this module does not need.
+
 LAYOUTS = ("kaggle", "tars", "imagefolder")
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
 COLOURS = {

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
+# Function-local imports: they bring in SciPy, which importing this module does not need.
+
 _WNID = re.compile(r"^n\d{8}$")
 
 

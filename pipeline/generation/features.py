@@ -22,7 +22,12 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from pipeline.data.preprocess import decode_png
+from pipeline.generation.chunks import ChunkPlan, read_chunk
 from pipeline.metrics import accumulate_features, kept_key_threshold
+from pipeline.store import Directory
+
+# Function-local imports: they bring in webdataset, which importing this module does not need.
 
 
 @dataclass(frozen=True)
@@ -95,9 +100,6 @@ class FeatureTask:
 
 def _chunk_batches(run: ChunkRun) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One batch per chunk, as the serial pass over a sample set reads them (chunks.iter_chunks)."""
-    from pipeline.generation.chunks import ChunkPlan, read_chunk
-    from pipeline.store import Directory
-
     directory = Directory.at(run.directory)
     for plan in run.plans:
         images, labels, _ = read_chunk(directory, ChunkPlan(*plan))
@@ -107,7 +109,6 @@ def _chunk_batches(run: ChunkRun) -> Iterator[tuple[np.ndarray, np.ndarray]]:
 def _shard_batches(run: ShardRun) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The first `take` images of each shard, verified and decoded (pipeline.data.loader), in batches."""
     from pipeline.data.loader import ShardedDataset, read_shard_samples
-    from pipeline.data.preprocess import decode_png
 
     dataset = ShardedDataset(run.location)
     entries = {e.name: e for e in dataset.shards(run.split)}

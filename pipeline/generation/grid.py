@@ -6,6 +6,7 @@ import math
 from typing import Optional
 
 import numpy as np
+from PIL import Image
 
 
 def grid_image(images: np.ndarray, columns: Optional[int] = None, pad: int = 1) -> np.ndarray:
@@ -28,8 +29,6 @@ def upscale(images: np.ndarray, scale: int) -> np.ndarray:
 
 def png_bytes(image: np.ndarray) -> bytes:
     """PNG bytes of one uint8 [H, W, C] image (C = 1 saved as greyscale)."""
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(buffer, format="PNG")
     return buffer.getvalue()

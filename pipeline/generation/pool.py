@@ -40,6 +40,8 @@ from pipeline.generation.sampler_config import SamplerConfig
 from pipeline.generation.workers import ChunkWorker, SampleTask, WorkerSpec
 from pipeline.resources import NotEnoughResourcesError, Placement, Units, pool_size
 
+# Function-local imports: they bring in Ray, which importing this module does not need.
+
 PRIORITY = {"features": 0, "sample": 1}
 POLL_S = 5.0
 

@@ -28,7 +28,16 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Optional
 
-from pipeline.diffusion.guidance import ATTENTION, GUIDANCE, UNCONDITIONAL, GuidanceKind, GuidanceParts, guidance_kind
+import torch
+
+from pipeline.diffusion.guidance import (
+    ATTENTION,
+    GUIDANCE,
+    UNCONDITIONAL,
+    GuidanceKind,
+    GuidanceParts,
+    guidance_kind,
+)
 from pipeline.diffusion.schedules import space_timesteps
 from pipeline.nets.unet import PAG_LAYER_CHOICES, attention_layer_names, pag_layers
 
@@ -61,8 +70,6 @@ def resolve_precision(precision: str, device_type: str) -> str:
 
 def native_bf16_cpu() -> bool:
     """Whether this machine's CPU has bf16 instructions (AVX512-BF16 or AMX tiles)."""
-    import torch  # heavy: a config is read without it
-
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 

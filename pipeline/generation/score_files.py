@@ -23,6 +23,14 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from pipeline.generation.scoring import (
+    load_references,
+    make_extractors,
+    protocol_id,
+    score_batches,
+)
+from pipeline.metrics import batches_from_npz, batches_from_png_folder
+
 
 @dataclass(frozen=True)
 class FileEvalConfig:
@@ -36,8 +44,6 @@ class FileEvalConfig:
 
 def batches_from_path(path: str, batch_size: int, labels: Optional[np.ndarray] = None):
     """(uint8 images, labels) batches of an ADM .npz or of an image folder."""
-    from pipeline.metrics import batches_from_npz, batches_from_png_folder
-
     if os.path.isdir(path):
         return batches_from_png_folder(path, batch_size, labels)
     if path.endswith(".npz"):
@@ -49,8 +55,6 @@ def batches_from_path(path: str, batch_size: int, labels: Optional[np.ndarray] =
 
 def score_path(path: str, eval_cfg, reference: str, evalnet: Optional[str], labels: Optional[np.ndarray] = None,
                seed_range: Any = None) -> dict:
-    from pipeline.generation.scoring import load_references, make_extractors, protocol_id, score_batches
-
     references = load_references(reference)
     extractors, notes = make_extractors(eval_cfg, evalnet)
     missing = [e.name for e in extractors if e.name not in references]

@@ -31,6 +31,10 @@ from pipeline.metrics import (
     inception_extractor,
     metrics_from_features,
 )
+from pipeline.store import Directory
+from pipeline.weights import load_evalnet
+
+# Function-local imports: they bring in webdataset, which importing this module does not need.
 
 REFERENCE_INDEX = "reference.json"
 KEEP_FEATURES = 10_000   # features kept for KID and precision/recall (the rest only feed mean/cov)
@@ -67,8 +71,6 @@ def write_references(directory, references: Mapping[str, FeatureStats], **info: 
 def load_references(reference_stats_location: str) -> dict[str, FeatureStats]:
     """Every extractor's FeatureStats of a reference_stats output (a local path or store URI),
     each checked against its id."""
-    from pipeline.store import Directory
-
     directory = Directory.at(reference_stats_location)
     if not directory.exists(REFERENCE_INDEX):
         raise FileNotFoundError(f"{reference_stats_location}: no {REFERENCE_INDEX}; is this a reference_stats output?")
@@ -86,8 +88,6 @@ def load_references(reference_stats_location: str) -> dict[str, FeatureStats]:
 def evalnet_extractor(evalnet_location: str, batch_size: int = 500, device: str = "cpu") -> TorchModuleExtractor:
     """The trained evaluation classifier (train_evalnet output) as a feature extractor: its
     penultimate features and its logits over the dataset's classes."""
-    from pipeline.weights import load_evalnet
-
     model = load_evalnet(evalnet_location, device)
     return TorchModuleExtractor(model, name="evalnet", in_channels=3, batch_size=batch_size, device=device,
                                 predicts_labels=True)

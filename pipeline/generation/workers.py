@@ -27,12 +27,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import torch
+
 from pipeline.generation.chunks import ChunkPlan, encode_chunk
 from pipeline.generation.features import FeatureTask, extract
 from pipeline.generation.generate import generate
 from pipeline.generation.models import load_models
 from pipeline.generation.sampler_config import SamplerConfig
+from pipeline.generation.scoring import make_extractors
 from pipeline.resources import unit_device, unit_location
+from pipeline.store import Directory
 
 WHERE_KEYS = ("node_id", "node_type", "node_ip", "accelerator", "pid")
 
@@ -116,8 +120,6 @@ def where_tags(records: list[dict], prefix: str = "units") -> dict[str, str]:
 
 class ChunkWorker:
     def __init__(self, spec: WorkerSpec):
-        import torch
-
         torch.set_num_threads(max(1, int(spec.threads)))
         self.spec = spec
         self.models = LRU(spec.max_models)
@@ -150,8 +152,6 @@ class ChunkWorker:
         return {**{k: where[k] for k in WHERE_KEYS}, "resources": where["resources"], "device": str(device)}
 
     def sample(self, task: SampleTask) -> dict:
-        from pipeline.store import Directory
-
         device = self.devices()[0]
         config = SamplerConfig.from_dict(task.config)
         plan = ChunkPlan(*task.chunk)
@@ -171,8 +171,6 @@ class ChunkWorker:
 
     def features(self, task: FeatureTask) -> tuple[dict, dict]:
         """(info, {extractor name: FeatureAccumulator}) of the task's run of samples."""
-        from pipeline.generation.scoring import make_extractors
-
         device = self.devices()[1]
         loads = self.extractors.loads
         extractors, notes = self.extractors.get((task.extractor_key(), str(device)),

@@ -28,6 +28,8 @@ from .extractors import TorchModuleExtractor, split_output
 from .inception import load_cleanfid_inception
 from .sources import as_batches
 
+# Function-local imports: they bring in clean-fid, which importing this module does not need.
+
 __all__ = ["cleanfid_folder_features", "cleanfid_fid_folders", "cleanfid_fid_generator", "cleanfid_generator_features",
            "cleanfid_kid_folders", "features_only", "no_resize", "cleanfid_adapter"]
 

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 
 from .sources import to_nhwc_rgb_uint8
 
+# Function-local imports: they bring in clean-fid, which importing this module does not need.
+
 __all__ = ["FeatureExtractor", "TorchModuleExtractor", "CleanResizeExtractor", "split_output"]
 
 

@@ -19,6 +19,8 @@ import torch
 
 from .extractors import CleanResizeExtractor
 
+# Function-local imports: they bring in clean-fid, which importing this module does not need.
+
 __all__ = ["INCEPTION_FILENAME", "INCEPTION_URL", "InceptionWeightsMissing",
            "cleanfid_default_weights_dir", "resolve_inception_weights", "load_cleanfid_inception",
            "InceptionNetwork", "inception_extractor"]

@@ -22,13 +22,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
-from pipeline.diffusion.forward import q_sample
 from pipeline.arguments import ArgumentError
-from pipeline.diffusion.losses import ImportanceTimestepSampler, UniformTimestepSampler, check_loss_kind, diffusion_loss
-from pipeline.weights import schedule_from
+from pipeline.diffusion.forward import q_sample
+from pipeline.diffusion.losses import (
+    ImportanceTimestepSampler,
+    UniformTimestepSampler,
+    check_loss_kind,
+    diffusion_loss,
+)
+from pipeline.nets.classifier import NoisyClassifier
+from pipeline.nets.unet import UNet
 from pipeline.training.task import Task
+from pipeline.weights import schedule_from
+
+# Function-local imports: they bring in webdataset, which importing this module does not need.
 
 QUARTILES = 4
 
@@ -41,8 +51,6 @@ def check_p_uncond(p_uncond: float) -> None:
 
 def gather_across_workers(value: torch.Tensor) -> torch.Tensor:
     """Concatenate one equally shaped tensor from every rank (rank order); itself without DDP."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return value
     parts = [torch.empty_like(value) for _ in range(dist.get_world_size())]
@@ -101,8 +109,6 @@ class DiffusionTask(_NoisingTask, Task):
         return self.runtime["sampler"]
 
     def build_model(self):
-        from pipeline.nets.unet import UNet
-
         return UNet(**self.unet)
 
     def drop_labels(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -139,8 +145,6 @@ class NoisyClassifierTask(_NoisingTask, Task):
     runtime: dict = field(default_factory=dict, compare=False, repr=False)
 
     def build_model(self):
-        from pipeline.nets.classifier import NoisyClassifier
-
         return NoisyClassifier(**self.classifier)
 
     def loss(self, model, images, labels, generator):

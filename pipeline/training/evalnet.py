@@ -15,6 +15,8 @@ from pipeline.nets.evalnet import EvalNet
 from pipeline.training.task import Task
 from pipeline.weights import EvalnetArch
 
+# Function-local imports: they bring in webdataset, which importing this module does not need.
+
 
 def num_stages(width: int, feature_dim: int) -> int:
     """How many stages give `feature_dim` features from a first stage of `width` channels:

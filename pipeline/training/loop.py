@@ -15,12 +15,14 @@ import time
 import torch
 import torch.distributed as dist
 
-from pipeline.resources import unit_device
+from pipeline.resources import this_node, unit_device
 from pipeline.training.precision import MixedPrecision
 from pipeline.training.seeding import seed_global_rng, step_generator
 from pipeline.training.spec import TrainSpec, WorkerCrash
 from pipeline.training.state import STATE_FILE, TrainState
 from pipeline.training.task import Task
+
+# Function-local imports: they bring in Ray and webdataset, which importing this module does not need.
 
 
 def lr_at(spec: TrainSpec, nimg: int) -> float:
@@ -63,8 +65,6 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 def worker_nodes(rank: int, world: int, since_nimg: int) -> list[dict]:
     """Every rank's Ray node (pipeline.resources.this_node), gathered on every rank, in rank order."""
-    from pipeline.resources import this_node
-
     mine = {"rank": rank, **this_node(), "since_nimg": since_nimg}
     if not (dist.is_available() and dist.is_initialized() and world > 1):
         return [mine]

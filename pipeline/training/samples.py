@@ -21,7 +21,7 @@ from pipeline.generation.generate import generate
 from pipeline.generation.grid import class_rows, grid_image, png_bytes, upscale
 from pipeline.generation.models import Models
 from pipeline.generation.sampler_config import SamplerConfig
-from pipeline.weights import DiffusionModel
+from pipeline.weights import DiffusionModel, load_diffusion, load_evalnet, load_guide
 
 
 def unguided_config(steps: int = 50, seed: int = 0, net_batch: int = 64) -> SamplerConfig:
@@ -71,8 +71,6 @@ def main(argv=None) -> int:
     """`python -m pipeline.training.samples DIFFUSION_OUTPUT EVALNET_OUTPUT [--images N] [--steps S]`:
     the class accuracy of a train_diffusion output's EMA samples (w = 0, DDIM) under a
     train_evalnet output, as one JSON line (the guide too with --guide)."""
-    from pipeline.weights import load_diffusion, load_evalnet, load_guide
-
     parser = argparse.ArgumentParser(prog="python -m pipeline.training.samples", description=main.__doc__)
     parser.add_argument("diffusion", help="a train_diffusion output directory (path or URI)")
     parser.add_argument("evalnet", help="a train_evalnet output directory (path or URI)")

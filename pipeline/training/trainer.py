@@ -15,6 +15,8 @@ from pipeline.training.spec import TrainSpec
 from pipeline.training.state import TrainState
 from pipeline.training.task import Task
 
+# Function-local imports: they bring in Ray and webdataset, which importing this module does not need.
+
 
 STOP_FILE = "stopped_early.txt"
 INTEGRITY_FILE = "shard_integrity_error.txt"  # a worker read a shard that differs from its manifest

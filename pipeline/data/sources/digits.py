@@ -10,6 +10,8 @@ from pipeline.data.labels import ClassSet
 from pipeline.data.records import InlineBytes, Record
 from pipeline.data.sources.listing import Listing, seeded_val_split
 
+# Function-local imports: they bring in scikit-learn, which importing this module does not need.
+
 
 def list_digits(val_fraction: float, seed: int) -> Listing:
     from sklearn.datasets import load_digits

@@ -12,6 +12,7 @@ import pyarrow.fs as pafs
 from pipeline.arguments import ArgumentError
 from pipeline.data.labels import ClassSet
 from pipeline.data.records import InputError, Record
+from pipeline.data.sources.files import outside_root
 from pipeline.store import resolve
 
 SOURCES = ("digits", "imagefolder", "imagenet_kaggle", "imagenet_tars", "parquet")
@@ -75,8 +76,6 @@ def relative_origins(listing: Listing, root: str) -> None:
 def reject_links_outside(listing: Listing, fs: pafs.FileSystem, root: str) -> None:
     """Records whose file a symlink places outside the dataset root become errors (reason
     outside_root), so a tree cannot pull in files from elsewhere on the machine unnoticed."""
-    from pipeline.data.sources.files import outside_root
-
     paths = {r.locator.path for r in listing.records if hasattr(r.locator, "path")}
     escaped = outside_root(fs, root, paths)
     if not escaped:
