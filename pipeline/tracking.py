@@ -266,6 +266,28 @@ class Tracker:
             stale.append(run.info.run_id)
         return stale
 
+    def fail_open_runs_of_this_process(self, reason: str) -> list[str]:
+        """Mark FAILED, with `reason`, the runs of this process still RUNNING: when the pipeline's
+        run ends on an error or a stop signal, a nested run the signal caught between its creation
+        and its own handler (a sweep trial being logged) must not wait for the next start to be
+        marked. A fresh client: the signal may have cut the current one's session mid-write."""
+        from mlflow.tracking import MlflowClient
+
+        marked = []
+        with contextlib.suppress(Exception):
+            client = MlflowClient(tracking_uri=self.uri)
+            mine = self._process_tags()
+            runs = client.search_runs(
+                [self.experiment_id], max_results=1000,
+                filter_string=f"attributes.status = 'RUNNING' and tags.`pipeline.pid` = '{mine['pipeline.pid']}'")
+            for run in runs:
+                if run.data.tags.get("pipeline.host") != self.host:
+                    continue
+                client.set_tag(run.info.run_id, "pipeline.failure", reason[:5000])
+                client.set_terminated(run.info.run_id, status="FAILED")
+                marked.append(run.info.run_id)
+        return marked
+
     # -- runs
 
     def _process_tags(self) -> dict[str, str]:
@@ -289,6 +311,8 @@ class Tracker:
             with contextlib.suppress(Exception):
                 logger.set_tags({"pipeline.failure": reason[:5000]})
             self.client.set_terminated(run.info.run_id, status="FAILED")
+            if parent is None:
+                self.fail_open_runs_of_this_process(reason)
             raise
         else:
             self.client.set_terminated(run.info.run_id, status="FINISHED")

@@ -268,7 +268,6 @@ def _check_resources(ctx, cfg) -> None:
     sized by pipeline.resources.pool_size). A cluster may autoscale: say what the trials wait for."""
     import ray
 
-
     trial, total = trial_units(cfg), ray.cluster_resources()
     if units_that_fit(trial, total):
         return

@@ -57,6 +57,23 @@ def test_an_exception_ends_the_run_failed_with_the_reason(tmp_path):
     assert got.data.tags["pipeline.failure"] == "RuntimeError: disk full"
 
 
+def test_a_failing_pipeline_run_marks_the_runs_of_its_process_left_running(tmp_path):
+    """A nested run a stop signal caught between its creation and its own handler stays RUNNING;
+    the pipeline's run, ending on the error, marks it FAILED with the same reason."""
+    tracker = _tracker(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with tracker.run("pipeline", {}) as parent:
+            orphan = tracker.client.create_run(tracker.experiment_id, run_name="trial", tags={
+                **tracker._process_tags(), "mlflow.parentRunId": parent.run_id})
+            other = tracker.client.create_run(tracker.experiment_id, run_name="another process's", tags={
+                **tracker._process_tags(), "pipeline.pid": str(os.getpid() + 1)})
+            raise KeyboardInterrupt("stopped")
+    got = tracker.client.get_run(orphan.info.run_id)
+    assert got.info.status == "FAILED" and got.data.tags["pipeline.failure"] == "KeyboardInterrupt: stopped"
+    assert tracker.client.get_run(other.info.run_id).info.status == "RUNNING"
+    assert tracker.client.get_run(parent.run_id).info.status == "FAILED"
+
+
 def test_nested_runs_point_to_their_parent(tmp_path):
     tracker = _tracker(tmp_path)
     with tracker.run("parent", {}) as parent:

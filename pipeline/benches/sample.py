@@ -77,8 +77,6 @@ def _nonzero_init_(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-
-
 def matmul_gflops_per_s(size: int, reps: int = 10, dtype: torch.dtype = torch.float32) -> float:
     """The best rate of a square ``size`` matmul in ``dtype`` on this machine, GFLOP/s."""
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)

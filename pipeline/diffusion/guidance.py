@@ -198,7 +198,6 @@ class ClassifierGuidance:
                               classifier_grad=grad if previous is None else previous + grad)
 
 
-
 # ----------------------------------------------------------------------------------------------
 # The registry of guidance kinds
 

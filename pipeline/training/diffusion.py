@@ -158,7 +158,6 @@ class NoisyClassifierTask(_NoisingTask, Task):
         return per_sample.mean()
 
 
-
 @torch.no_grad()
 def noisy_accuracy(model, data: str, diffusion: dict[str, Any], split: str = "val", buckets: int = 4,
                    repeats: int = 4, seed: int = 0, batch_size: int = 500) -> dict[str, float]:

@@ -36,8 +36,8 @@ def assert_stopped(driver, status: int, seconds: float, signum: int, stage: str)
     # A sweep trial logged before the signal rightly keeps its FINISHED run; one whose logging the
     # signal cut is FAILED with the signal (its marker is not written, so the re-run logs it again).
     trials = [r for r in mine if r.data.tags.get(KIND_TAG) == TRIAL_KIND]
-    assert all(r.info.status == "FINISHED" or f"signal {signum}" in r.data.tags["pipeline.failure"]
-               for r in trials)
+    assert all(r.info.status == "FINISHED" or f"signal {signum}" in r.data.tags.get("pipeline.failure", "")
+               for r in trials), [(r.info.status, r.data.tags) for r in trials if r.info.status != "FINISHED"]
     stopped = [r for r in mine if r.data.tags.get(KIND_TAG) != TRIAL_KIND]
     assert {_what(r) for r in stopped} == {"pipeline", stage}
     assert {r.info.status for r in stopped} == {"FAILED"}
