@@ -266,6 +266,21 @@ class Tracker:
             stale.append(run.info.run_id)
         return stale
 
+    def _end_failed(self, run_id: str, reason: str) -> None:
+        """Tag the failure and end the run FAILED; again with a fresh client if this one fails (a
+        signal that cut a write can leave its database session unusable)."""
+        from mlflow.tracking import MlflowClient
+
+        for attempt in range(2):
+            try:
+                client = self.client if attempt == 0 else MlflowClient(tracking_uri=self.uri)
+                client.set_tag(run_id, "pipeline.failure", reason[:5000])
+                client.set_terminated(run_id, status="FAILED")
+                return
+            except Exception:
+                if attempt == 1:
+                    raise
+
     def fail_open_runs_of_this_process(self, reason: str) -> list[str]:
         """Mark FAILED, with `reason`, the runs of this process still RUNNING: when the pipeline's
         run ends on an error or a stop signal, a nested run the signal caught between its creation
@@ -308,9 +323,7 @@ class Tracker:
         except BaseException as exc:
             signum = stop_signal()  # a library may have turned the signal's Terminated into its own error
             reason = f"{Terminated(signum)!r}" if signum is not None else f"{type(exc).__name__}: {exc}"
-            with contextlib.suppress(Exception):
-                logger.set_tags({"pipeline.failure": reason[:5000]})
-            self.client.set_terminated(run.info.run_id, status="FAILED")
+            self._end_failed(run.info.run_id, reason)
             if parent is None:
                 self.fail_open_runs_of_this_process(reason)
             raise

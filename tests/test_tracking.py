@@ -74,6 +74,23 @@ def test_a_failing_pipeline_run_marks_the_runs_of_its_process_left_running(tmp_p
     assert tracker.client.get_run(parent.run_id).info.status == "FAILED"
 
 
+def test_a_failure_is_recorded_even_when_the_client_broke_mid_write(tmp_path, monkeypatch):
+    tracker = _tracker(tmp_path)
+    broken = tracker.client
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("This Session's transaction has been rolled back")
+
+    with pytest.raises(KeyboardInterrupt):
+        with tracker.run("trial", {}) as run:
+            monkeypatch.setattr(broken, "set_tag", refuse)
+            monkeypatch.setattr(broken, "log_batch", refuse)
+            raise KeyboardInterrupt("stopped")
+    monkeypatch.undo()
+    got = broken.get_run(run.run_id)
+    assert got.info.status == "FAILED" and got.data.tags["pipeline.failure"] == "KeyboardInterrupt: stopped"
+
+
 def test_nested_runs_point_to_their_parent(tmp_path):
     tracker = _tracker(tmp_path)
     with tracker.run("parent", {}) as parent:
