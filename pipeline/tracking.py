@@ -261,8 +261,7 @@ class Tracker:
             pid = int(tags["pipeline.pid"])
             if _process_start_time(pid) == tags.get("pipeline.pid_start"):
                 continue  # still running
-            self.client.set_tag(run.info.run_id, "pipeline.failure", "process gone (killed); marked at next start")
-            self.client.set_terminated(run.info.run_id, status="FAILED")
+            self._end_failed(run.info.run_id, "process gone (killed); marked at next start")
             stale.append(run.info.run_id)
         return stale
 
@@ -298,8 +297,7 @@ class Tracker:
             for run in runs:
                 if run.data.tags.get("pipeline.host") != self.host:
                     continue
-                client.set_tag(run.info.run_id, "pipeline.failure", reason[:5000])
-                client.set_terminated(run.info.run_id, status="FAILED")
+                self._end_failed(run.info.run_id, reason)
                 marked.append(run.info.run_id)
         return marked
 

@@ -46,9 +46,8 @@ from pipeline.diffusion.schedules import make_schedule
 from pipeline.diffusion.seeding import trial_noise
 from pipeline.generation.generate import generate, sampling_schedule, to_uint8
 from pipeline.generation.labels import labels_for
-from pipeline.generation.sampler_config import native_bf16_cpu
 from pipeline.generation.models import Models
-from pipeline.generation.sampler_config import SamplerConfig
+from pipeline.generation.sampler_config import SamplerConfig, native_bf16_cpu
 from pipeline.nets.flops import forward_gflops_per_image
 from pipeline.nets.unet import UNet
 from pipeline.weights import DiffusionModel

@@ -34,7 +34,8 @@ def rows_from_mlflow(tracking_uri: str, experiment: str) -> pd.DataFrame:
         raise SystemExit(f"no MLflow experiment {experiment!r} in {tracking_uri}")
     runs, token = [], None
     while True:
-        page = client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = '{TRIAL_KIND}' and attributes.status = 'FINISHED'",
+        page = client.search_runs([exp.experiment_id],
+                                  filter_string=f"tags.`{KIND_TAG}` = '{TRIAL_KIND}' and attributes.status = 'FINISHED'",
                                   max_results=1000, page_token=token, order_by=["attributes.start_time DESC"])
         runs.extend(page)
         token = page.token
