@@ -188,6 +188,25 @@ def pool_size(units: Units, placement: Placement, unit_knobs: str, beside: Optio
     return fit
 
 
+def at_once_beside_pool(units: Units, placement: Placement, pool: Units, pool_workers: int) -> Optional[int]:
+    """How many of `units` may run at once beside a pool of `pool_workers` started workers (the
+    sweep's trials beside its sampler pool); None: no cap. Joined to a cluster: units.count (the
+    autoscaler adds nodes for what waits). A private local instance never grows, so the units may
+    only use what the started workers leave free: a worker that dies is replaced on the resources
+    it freed, and a unit started on them meanwhile would leave the replacement waiting for ever."""
+    import ray
+
+    if placement.joined:
+        return units.count
+    room = dict(ray.cluster_resources())
+    for name, need in pool.bundle().items():
+        room[name] = room.get(name, 0.0) - pool_workers * need
+    fits = [math.floor(room.get(name, 0.0) / need + 1e-9) for name, need in units.bundle().items() if need > 0]
+    if not fits:
+        return units.count
+    return max(1, min(fits if units.count is None else [units.count, *fits]))
+
+
 def wait_until_placeable(units: Units, placement: Placement) -> float:
     """Return once every unit can be placed at the same time; the seconds waited.
 

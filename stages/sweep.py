@@ -7,7 +7,8 @@ leaderboard's ranking metric overlap; at most `sweep.top_k`, null: all) are eval
 `sweep.full_images` (pipeline.sweep_space.select_full_round); image i depends only on (seed, i),
 so the full round reuses the screened chunks and generates only the rest. Each round is one Ray
 Tune experiment (a function trainable per configuration asking for `sweep.cpus_per_trial` CPUs,
-at most `sweep.max_concurrent` at once) stored in the stage's partial output.
+at most `sweep.max_concurrent` at once, and on a private local instance never more than fit beside
+the pool's started actors: pipeline.resources.at_once_beside_pool) stored in the stage's partial output.
 
 Sampling and feature extraction are not done by the trials: the stage starts ONE pool of sampler
 actors (pipeline.generation.pool: up to `sweep.num_actors`, `sweep.cpus_per_actor` CPUs each,
@@ -39,7 +40,7 @@ import time
 from pipeline.capacity import Work, features, passes_per_image, sampling
 from pipeline.cluster import target_address
 from pipeline.graph import StageSpec
-from pipeline.resources import NotEnoughResourcesError, Placement, Units, units_that_fit
+from pipeline.resources import NotEnoughResourcesError, Placement, Units, at_once_beside_pool, units_that_fit
 from pipeline.tracking import Tracker
 
 # Function-local imports: they bring in torch, Ray, SciPy and pandas, which planning (it imports every
@@ -106,13 +107,18 @@ def run(ctx, cfg, inputs):
     with Pool.start(pool_units(cfg), worker, placement, "sweep.cpus_per_actor, sweep.use_gpu, eval.use_gpu",
                     beside=trial_units(cfg)) as pool:
         logger.pool = pool
+        at_once = at_once_beside_pool(trial_units(cfg), placement, pool_units(cfg), pool.workers)
+        if at_once != sw.max_concurrent:
+            trials = "1 trial" if at_once == 1 else f"{at_once} trials"
+            ctx.log(f"at most {trials} at once: what this local Ray instance holds beside the pool's "
+                    f"{pool.workers} sampler actor(s) (sweep.max_concurrent: {sw.max_concurrent})")
         trial_inputs = TrialInputs(
             out_uri=ctx.out.uri, diffusion=diffusion, classifier=inputs["train_classifier"].uri,
             evalnet=inputs["train_evalnet"].uri, reference_stats=inputs["reference_stats"].uri, eval_cfg=cfg.eval,
             batch_size=sw.batch_size, dataset=dataset_name(cfg.data), num_train_timesteps=cfg.diffusion.timesteps,
             pool=pool.name, chunk_size=sw.chunk_size, screen_images=sw.screen_images,
             require_cuda=cfg.cluster.require_cuda)
-        screened = run_round(ctx, SCREEN, configs, sw.screen_images, trial_inputs, sw, logger)
+        screened = run_round(ctx, SCREEN, configs, sw.screen_images, trial_inputs, sw, logger, at_once)
         rows = list(screened.values())
         chosen = []
         if sw.full_images > sw.screen_images:
@@ -121,7 +127,7 @@ def run(ctx, cfg, inputs):
             by_id = {c.id: c for c in configs}
             ctx.log("full round: " + selection.describe({c.id: c.name for c in configs}))
             rows += list(run_round(ctx, FULL, [by_id[c] for c in chosen], sw.full_images, trial_inputs, sw,
-                                   logger).values())
+                                   logger, at_once).values())
     for row in rows:
         row["mlflow_run_id"] = logger.run_id(row)
 
@@ -144,8 +150,9 @@ def run(ctx, cfg, inputs):
             "resumed_trials": logger.resumed, "sample_nodes": nodes}
 
 
-def run_round(ctx, fidelity, configs, num_images, trial_inputs, sw, logger) -> dict:
-    """Every configuration of one round evaluated at `num_images`; finished trials are not repeated."""
+def run_round(ctx, fidelity, configs, num_images, trial_inputs, sw, logger, at_once) -> dict:
+    """Every configuration of one round evaluated at `num_images`, at most `at_once` trials at a time
+    (None: as many as the cluster places); finished trials are not repeated."""
     from ray import tune
 
     from stages import sweep_trial
@@ -170,7 +177,7 @@ def run_round(ctx, fidelity, configs, num_images, trial_inputs, sw, logger) -> d
         tuner = tune.Tuner(
             trainable,
             param_space={"spec": tune.grid_search([c.to_dict() for c in pending])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=sw.max_concurrent),
+            tune_config=tune.TuneConfig(max_concurrent_trials=at_once),
             run_config=tune.RunConfig(
                 name=f"{fidelity}-{time.strftime('%Y%m%dT%H%M%S')}",
                 storage_path=ctx.out.child(TUNE_DIR), storage_filesystem=ctx.out.fs, verbose=0,

@@ -214,6 +214,7 @@ class Pool:
     name: str
     placement: Optional[Placement] = None
     said_at: float = field(default=0.0)
+    workers: int = 0  # how many it started with (0: attached, not started, by this process)
 
     @classmethod
     def start(cls, units: Units, worker: WorkerSpec, placement: Placement, unit_knobs: str,
@@ -230,7 +231,7 @@ class Pool:
             worker, units, count, placement.wait_timeout_s, max_deaths if max_deaths is not None else 3 * count + 3)
         ray.get(handle.start.remote())
         placement.log(f"pool {name}: {count} x {units.kind} ({units.each()} each)")
-        return cls(handle, name, placement)
+        return cls(handle, name, placement, workers=count)
 
     @classmethod
     def attach(cls, name: str, placement: Optional[Placement] = None) -> "Pool":

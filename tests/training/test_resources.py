@@ -149,3 +149,22 @@ def test_a_local_instance_without_enough_gpus_is_refused_before_ray_starts_pools
     assert gpus_a_local_instance_lacks((trials, pool), one_gpu) is None
     no_gpu = replace(one_gpu, num_gpus=0)
     assert "(sample.use_gpu) need 1 GPU" in gpus_a_local_instance_lacks((trials, pool), no_gpu)
+
+
+def test_sweep_trials_never_take_what_the_pools_workers_hold(ray_local):
+    """On a private 2-CPU instance the trials may use only what the started sampler actors leave:
+    a killed actor's replacement is placed on the CPU it freed, so a trial started there meanwhile
+    would leave the pool without it for ever (the chaos run's hang). Joined: the config's count."""
+    from pipeline.resources import at_once_beside_pool
+
+    local, joined = Placement(stage="sweep"), Placement(stage="sweep", joined=True)
+    actor = Units("sampler actor", 4, cpus=0.875, pool=True)
+    trial = Units("sweep trial", None, cpus=1.0)
+    assert at_once_beside_pool(trial, local, actor, 1) == 1  # 2 - 0.875 leaves one 1-CPU trial, not two
+    small = Units("sweep trial", None, cpus=0.125)
+    assert at_once_beside_pool(small, local, actor, 2) == 2  # the default run: 2 - 1.75 = 0.25
+    assert at_once_beside_pool(small, local, actor, 1) == 9
+    assert at_once_beside_pool(Units("sweep trial", 3, cpus=0.125), local, actor, 1) == 3
+    assert at_once_beside_pool(trial, local, Units("sampler actor", 1, cpus=2.0, pool=True), 1) == 1  # never 0
+    assert at_once_beside_pool(trial, joined, actor, 4) is None
+    assert at_once_beside_pool(Units("sweep trial", 5, cpus=1.0), joined, actor, 4) == 5
