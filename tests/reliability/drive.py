@@ -2,7 +2,7 @@
 suite's stage graphs, with its store and MLflow in WORKDIR, in a process of its own (so a test can
 signal it, kill it, or run two at once). Exits as `python -m pipeline.run` does (128+N on a signal).
 
-GRAPH: `fast` (real shard, reference_stats, sample, sweep; random-weight stand-ins for the three
+GRAPH: `fast` (real shard, reference_stats, sample, evaluate, sweep; random-weight stand-ins for the three
 trainings), `train` (real shard and train_evalnet), `chaos` (real shard, train_evalnet,
 reference_stats, sample, sweep; stand-ins for train_diffusion and train_classifier) or `fake`
 (tests/fake_stages).
@@ -16,7 +16,7 @@ CONFIG = Path(__file__).with_name("reduced.yaml")
 STANDINS = ("tests.sweep_stages.train_diffusion", "tests.sweep_stages.train_classifier")
 GRAPHS = {
     "fast": ("stages.shard", *STANDINS, "tests.sweep_stages.train_evalnet", "stages.reference_stats",
-             "stages.sample", "stages.sweep"),
+             "stages.sample", "stages.evaluate", "stages.sweep"),
     "train": ("stages.shard", "stages.train_evalnet"),
     "chaos": ("stages.shard", *STANDINS, "stages.train_evalnet", "stages.reference_stats", "stages.sample",
               "stages.sweep"),

@@ -1,5 +1,5 @@
 """The corruption matrix: for each kind of output (weights, shards, small JSON, feature statistics,
-parquet), a bit flipped in place, a deleted file and a manifest emptied to `"files": []` are found
+parquet, sample chunks, evaluation metrics, the sweep's trials table), a bit flipped in place, a deleted file and a manifest emptied to `"files": []` are found
 by the default verification before the output is used; a damaged output is moved aside, kept, and
 rebuilt by the same command. Hashing is paid only for files that changed."""
 from __future__ import annotations
@@ -25,6 +25,11 @@ KINDS = {  # output kind -> (stage, a file of that kind in its output)
     "json": ("reference_stats", "reference.json"),
     "stats": ("reference_stats", "stats_evalnet.npz"),
     "parquet": ("shard", "shards.parquet"),
+}
+GENERATED_KINDS = {  # the same, for outputs of the stages after training (the `generated` store)
+    "sample chunk": ("sample", "chunk_000000.npz"),
+    "metrics": ("evaluate", "metrics.json"),
+    "trials": ("sweep", "trials.parquet"),
 }
 
 
@@ -59,13 +64,25 @@ def pristine(built, tmp_path_factory):
     return built
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.fixture(scope="module")
+def generated(pristine, tmp_path_factory):
+    """`pristine` with the sample, evaluate and sweep outputs built on it (~60 s)."""
+    root = copy_of(pristine, tmp_path_factory.mktemp("generated"))
+    assert run_here(root, "fast", "--stages", "sample,evaluate,sweep") == 0
+    return root
+
+
+def of_stage(plan: dict, stage: str):
+    return next(inst for inst in plan.values() if inst.name == stage)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS) + sorted(GENERATED_KINDS))
 @pytest.mark.parametrize("damage", ["bit_flip", "deleted", "emptied_manifest"])
-def test_damage_is_found_before_use(pristine, tmp_path, kind, damage):
-    root = copy_of(pristine, tmp_path)
-    stage, rel = KINDS[kind]
-    before = plan_for(root)
-    assert before[stage if stage != "train_diffusion" else "train_diffusion[p_uncond=0.2]"].status == "cached"
+def test_damage_is_found_before_use(request, tmp_path, kind, damage):
+    store = request.getfixturevalue("generated" if kind in GENERATED_KINDS else "pristine")
+    root = copy_of(store, tmp_path)
+    stage, rel = {**KINDS, **GENERATED_KINDS}[kind]
+    assert of_stage(plan_for(root), stage).status == "cached"
     directory = output_dir(root, stage)
     if damage == "bit_flip":
         flip_a_bit(directory / rel)
@@ -76,7 +93,7 @@ def test_damage_is_found_before_use(pristine, tmp_path, kind, damage):
     else:
         empty_the_manifest(directory / MANIFEST)
         expected = "the manifest lacks"
-    inst = next(i for i in plan_for(root).values() if i.name == stage)
+    inst = of_stage(plan_for(root), stage)
     assert inst.status == "run" and inst.damaged, inst.reason
     assert expected in inst.reason and "moved aside and rebuilt" in inst.reason
 
