@@ -217,7 +217,9 @@ def test_pag_differs_only_through_attention():
     no_attention = tiny_unet(8, attention_resolutions=(), middle_attention=False)
     assert torch.equal(no_attention(x, t, y, perturb_attention=True), no_attention(x, t, y))
     pag_without = PerturbedAttentionGuidance(NetworkDenoiser(no_attention), 3.0)(x, t, y).eps
-    torch.testing.assert_close(pag_without, no_attention(x, t, y), rtol=0, atol=1e-6)
+    # PAG's one forward has 2B rows: the CPU kernels may round differently from a B-row call (on an
+    # AVX2-only CPU by up to 2e-6 here), which the extrapolation then multiplies by 1 + w
+    torch.testing.assert_close(pag_without, no_attention(x, t, y), rtol=0, atol=1e-5)
 
     with_attention = tiny_unet(8)
     plain, perturbed = with_attention(x, t, y), with_attention(x, t, y, perturb_attention=True)
@@ -235,7 +237,8 @@ def test_wrappers_compose_and_keep_the_variance_of_the_conditional_pass():
     plain = NetworkDenoiser(net, learned_sigma=True)
     x, t, y = torch.randn(2, 3, 8, 8), torch.tensor([300, 300]), torch.tensor([1, 2])
     cfg = ClassifierFreeGuidance(plain, 1.0, net.null_label)
-    torch.testing.assert_close(cfg(x, t, y).var_frac, plain(x, t, y).var_frac, rtol=0, atol=1e-6)
+    # CFG's forward has 2B rows, the plain one B: equal up to the kernels' batch-dependent rounding
+    torch.testing.assert_close(cfg(x, t, y).var_frac, plain(x, t, y).var_frac, rtol=0, atol=1e-5)
     both = PerturbedAttentionGuidance(cfg, 1.0)  # PAG on top of CFG: one forward of 4B images
     assert isinstance(both(x, t, y), DenoiserOutput)
     assert as_output(torch.zeros(1)).var_frac is None
