@@ -158,11 +158,16 @@ def refuse_if_never_placeable(units: Units, placement: Placement) -> None:
 def units_that_fit(units: Units, have: dict[str, float], beside: Optional[Units] = None) -> int:
     """How many of `units` (at most units.count) the totals `have` hold at once, beside one of
     `beside` (a sweep trial next to the sampler pool)."""
+    return max(0, min([units.count or 1, *_fits_per_resource(units, have, beside, 1)]))
+
+
+def _fits_per_resource(units: Units, have: dict[str, float], beside: Optional[Units], beside_count: int) -> list[int]:
+    """For each resource one of `units` asks for, how many the totals `have` hold beside
+    `beside_count` of `beside`."""
     room = dict(have)
     for name, need in (beside.bundle() if beside else {}).items():
-        room[name] = room.get(name, 0.0) - need
-    fits = [math.floor(room.get(name, 0.0) / need + 1e-9) for name, need in units.bundle().items() if need > 0]
-    return max(0, min([units.count or 1, *fits]))
+        room[name] = room.get(name, 0.0) - beside_count * need
+    return [math.floor(room.get(name, 0.0) / need + 1e-9) for name, need in units.bundle().items() if need > 0]
 
 
 def pool_size(units: Units, placement: Placement, unit_knobs: str, beside: Optional[Units] = None) -> int:
@@ -198,10 +203,7 @@ def at_once_beside_pool(units: Units, placement: Placement, pool: Units, pool_wo
 
     if placement.joined:
         return units.count
-    room = dict(ray.cluster_resources())
-    for name, need in pool.bundle().items():
-        room[name] = room.get(name, 0.0) - pool_workers * need
-    fits = [math.floor(room.get(name, 0.0) / need + 1e-9) for name, need in units.bundle().items() if need > 0]
+    fits = _fits_per_resource(units, ray.cluster_resources(), pool, pool_workers)
     if not fits:
         return units.count
     return max(1, min(fits if units.count is None else [units.count, *fits]))
