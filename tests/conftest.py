@@ -69,3 +69,7 @@ def pytest_configure(config):
     # failure logs of runs in this process (pipeline.failures) stay out of the checkout
     os.environ.setdefault("PIPELINE_LOG_DIR", tempfile.mkdtemp(prefix="pipeline-test-logs-"))
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # Ray Train's controller looks at its workers every 2 s, so each of the suite's many short fits
+    # idled ~2-4 s after its last step (and after a worker died) before it noticed; 0.5 s changes
+    # only that latency. Inherited by every Ray instance and pipeline process the tests start.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
