@@ -82,19 +82,23 @@ def test_chunk_files_are_byte_identical_for_any_pool_size_and_precision(ray_loca
     from pipeline.generation.workers import InProcess, WorkerSpec
 
     plans = plan_chunks(NUM_IMAGES, 2)
-    for config in (TRIAL, replace(TRIAL, precision="bf16")):
+    configs = (TRIAL, replace(TRIAL, precision="bf16"))
+    expected = {}
+    for config in configs:
         here = directory(tmp_path / f"{config.id}-here")
         in_process = InProcess(WorkerSpec(stage="sample"))
         sample_chunks(in_process, config, plans, tiny_models["diffusion"], here, batch_size=2)
-        expected = {name: here.read_bytes(name) for name in here.listdir()}
-        assert len(expected) == len(plans)
-        for size in (1, 2, 4):
-            out = directory(tmp_path / f"{config.id}-{size}")
-            with _pool(size, cpus=0.5) as pool:
-                pool.wait_ready(size)
+        expected[config.id] = {name: here.read_bytes(name) for name in here.listdir()}
+        assert len(expected[config.id]) == len(plans)
+    for size in (1, 2, 4):  # each pool makes both precisions' chunks (an actor start is most of the time)
+        with _pool(size, cpus=0.5) as pool:
+            pool.wait_ready(size)
+            for config in configs:
+                out = directory(tmp_path / f"{config.id}-{size}")
                 result = sample_chunks(pool, config, plans, tiny_models["diffusion"], out, batch_size=3)
-            assert {name: out.read_bytes(name) for name in out.listdir()} == expected, (config.name, size)
-            assert len({u["pid"] for u in result.units}) <= size
+                made = {name: out.read_bytes(name) for name in out.listdir()}
+                assert made == expected[config.id], (config.name, size)
+                assert len({u["pid"] for u in result.units}) <= size
 
 
 def test_one_pool_serves_concurrent_configurations_and_keeps_its_networks(ray_local, tiny_models, tmp_path):
