@@ -149,8 +149,8 @@ def test_a_sweep_on_a_two_node_cluster_killed_and_resumed_repeats_no_finished_tr
     """Two birds, one pipeline run less: the driver (and its simulated two-node cluster) is
     SIGKILLed mid-sweep; the same command on a new two-node cluster finishes the sweep."""
     # screening only (full = screen N); the sweep section is the cache key: the same for both runs.
-    # Nodes have one CPU each; the pool's two sampler actors (spread: one per node) and two trials
-    # take half a CPU each, so two trials at once are on two nodes, and every trial's chunks on both.
+    # Nodes have one CPU each; the pool's two sampler actors (spread: one per node) and up to two
+    # trials take half a CPU each, so every trial's chunks are made on both nodes.
     same = ("--two-nodes", "--set", "sweep.full_images=12", "--set", "sweep.max_concurrent=2",
             "--set", "sweep.num_actors=2", "--set", "sweep.cpus_per_actor=0.5", "--set", "sweep.cpus_per_trial=0.5")
     proc = _drive(tmp_path, *same)
